@@ -53,9 +53,8 @@ def ce_address(rule: Rule, ipv4: IPv4Address, port: int | None) -> IPv6Address |
         ea = (suffix << q) | psid_q
         field = addr
         k, psid = explicit if explicit is not None else (q, psid_q)
-    if k:
-        if port is None or port not in PortSet(a, k, psid):
-            return None
+    if k and (port is None or port not in PortSet(a, k, psid)):
+        return None
     prefix = rule.v6 | (ea << (128 - n - o)) if o else rule.v6
     return IPv6Address(_map_address(prefix, n + o, field, psid if k else 0))
 
