@@ -64,6 +64,8 @@ class PortSet:
     def __contains__(self, port: object) -> bool:
         if not isinstance(port, int) or not 0 < port <= PORT_MAX:
             return False
+        if not self.psid_len:
+            return True
         if (port >> self._m) & self._kmask != self.psid:
             return False
         return self.offset == 0 or (port >> self._ashift) != 0

@@ -1,0 +1,79 @@
+"""`invoke mape.calc` as a user runs it: real processes, real exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOP = Path(__file__).resolve().parents[2]
+INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(TOP)]
+
+
+def calc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*INVOKE, "mape.calc", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_issue_interface_json() -> None:
+    r = calc("--rule-ipv6", "2001:db8::/40", "--rule-ipv4", "192.0.2.0/24", "--ea-len", "16", "--offset", "6",
+             "--prefix", "2001:db8:12:3400::/56", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ipv4"] == "192.0.2.18" and out["psid"] == 0x34 and out["psid_len"] == 8
+    assert out["psid_offset"] == 6 and out["port_count"] == 252
+    assert out["port_ranges"][0] == [1232, 1235] and len(out["port_ranges"]) == 63
+    assert out["map_address"] == "2001:db8:12:3400:0:c000:212:34" and out["br"] is None
+
+
+def test_scenario_text_and_json() -> None:
+    r = calc("--scenario", "cosmote-like")
+    assert r.returncode == 0, r.stderr
+    assert "198.51.100.1" in r.stdout and "map-e-portset 6/6/2" in r.stdout and "mtu 1452" in r.stdout
+    j = json.loads(calc("--scenario", str(TOP / "scenarios" / "cosmote-like.toml"), "--json").stdout)
+    assert j["br"] == "2001:db8:ffff::1" and j["port_count"] == 1008 and len(j["port_ranges"]) == 63
+    j2 = json.loads(calc("--scenario", "cosmote-like", "--prefix", "2001:db8:6200:4300::/56", "--json").stdout)
+    assert j2["psid"] == 3 and j2["ipv4"] == "198.51.100.1"
+
+
+def test_option94_with_and_without_header() -> None:
+    whole = ("005e002d00590015001018c00002002820010db800005d000406000000"
+             "005a001020010db8ffff00000000000000000001")
+    for hexarg in (whole, whole[8:]):
+        r = calc("--option94", hexarg, "--prefix", "2001:db8:12:3400::/56", "--json")
+        assert r.returncode == 0, r.stderr
+        j = json.loads(r.stdout)
+        assert j["psid"] == 0x34 and j["br"] == "2001:db8:ffff::1"
+
+
+def test_ipv4_prefix_output() -> None:
+    r = calc("--rule-ipv6", "2001:db8::/40", "--rule-ipv4", "10.0.0.0/8", "--ea-len", "8",
+             "--prefix", "2001:db8:ab::/48", "--json")
+    assert json.loads(r.stdout)["ipv4"] == "10.171.0.0/16"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--rule-ipv6", "2001:db8::/40", "--rule-ipv4", "192.0.2.0/24", "--ea-len", "49",
+          "--prefix", "2001:db8:12:3400::/56"], "ea-len 49"),
+        (["--rule-ipv6", "2001:db8::1/40", "--rule-ipv4", "192.0.2.0/24", "--ea-len", "16",
+          "--prefix", "2001:db8:12:3400::/56"], "'2001:db8::1/40'"),
+        (["--rule-ipv6", "2001:db8::/40", "--rule-ipv4", "192.0.2.0/24", "--ea-len", "16",
+          "--prefix", "2001:db8:12::/48"], "/48"),
+        (["--rule-ipv6", "2001:db8::/40", "--rule-ipv4", "192.0.2.0/24", "--ea-len", "16", "--offset", "6",
+          "--psid-len", "11", "--prefix", "2001:db8:12:3400::/56"], "psid-len 11"),
+        (["--option94", "005e0004zz", "--prefix", "2001:db8:12:3400::/56"], "not hex"),
+        (["--option94", "005e0008005a000420010db8", "--prefix", "2001:db8:12:3400::/56"], "at byte 8"),
+        (["--scenario", "no-such-scenario"], "no-such-scenario"),
+        (["--rule-ipv6", "2001:db8::/40"], "need --rule-ipv6, --rule-ipv4 and --ea-len"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_value(args: list[str], needle: str) -> None:
+    r = calc(*args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mape.calc: ") and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
