@@ -1,4 +1,4 @@
-"""Suite-wide pytest setup: markers come from the directory a test lives in."""
+"""Suite-wide pytest setup: markers come from the top directory a test lives in (tests/unit → unit, …)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
+_TESTS = Path(__file__).resolve().parent
+# Only the first directory under tests/ decides: tests/unit/openbsd is unit, not openbsd.
 _BY_DIR = {"unit": "unit", "testbed": "testbed", "e2e": "e2e", "vm": "vm", "openbsd": "openbsd"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        parts = Path(str(item.fspath)).parts
-        for part, marker in _BY_DIR.items():
-            if part in parts:
-                item.add_marker(getattr(pytest.mark, marker))
+        rel = Path(str(item.fspath)).resolve().relative_to(_TESTS)
+        marker = _BY_DIR.get(rel.parts[0]) if len(rel.parts) > 1 else None
+        if marker:
+            item.add_marker(getattr(pytest.mark, marker))
