@@ -1,0 +1,229 @@
+"""Backend ``linux``: the reference CE daemon (``mapelab.ce.linux``) in the slot's namespace.
+
+Why a subprocess and not a thread: the daemon must be exactly what later runs inside a Linux VM
+(its own process, its own namespace, state only through ``state.json``), so the driver treats it
+as a black box it starts, signals by PID and reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mapelab.testbed.status import CeSlot
+
+from .driver import CeDriver, CeError, CeParams, poll, register
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@register("linux")
+class LinuxNetnsCe(CeDriver):
+    """The reference CE as a process in ``slot.ce_netns``.
+
+    ``state_dir`` gets ``state.json``, ``ce.pid`` and ``ce.log`` (the daemon's log).  ``tunnel``
+    and ``faults`` are passed to the daemon (``faults`` break it on purpose for tests of tests).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        tunnel: str = "auto",
+        faults: Sequence[str] = (),
+        max_rt: float = 4.0,
+        python: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__()
+        self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="mapelab-ce-"))
+        self.tunnel = tunnel
+        self.faults = tuple(faults)
+        self.max_rt = max_rt
+        self.python = python or sys.executable
+        self.verbose = verbose
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def attach(self, slot: CeSlot) -> None:
+        if slot.kind != "netns" or not slot.ce_netns:
+            raise CeError(
+                f"backend linux runs in a namespace, but slot {slot.index} is kind {slot.kind!r} "
+                f"(ce_netns={slot.ce_netns}); use backend linux-vm for VM slots"
+            )
+        if not Path("/run/netns", slot.ce_netns).exists():
+            raise CeError(f"slot {slot.index}: namespace {slot.ce_netns} does not exist; is the testbed up?")
+        super().attach(slot)
+
+    # -- process --------------------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "ce.log"
+
+    def command(self) -> list[str]:
+        slot = self._slot()
+        assert slot.ce_netns is not None
+        argv = [
+            "ip", "netns", "exec", slot.ce_netns, self.python, "-m", "mapelab.ce.linux",
+            "--wan", slot.wan_if, "--lan", slot.lan_if,
+            "--lan-address", f"{slot.lan_gateway}/{slot.lan_prefix.prefixlen}",
+            "--state-dir", str(self.state_dir), "--tunnel", self.tunnel, "--max-rt", str(self.max_rt),
+        ]
+        for f in self.faults:
+            argv += ["--fault", f]
+        if self.verbose:
+            argv.append("-v")
+        return argv
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # state.json stays: a daemon killed with SIGKILL left its MAP address in it for the next
+        # one to remove.  Readers below only trust a state.json whose pid is the running daemon's.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        with self.log_file.open("ab") as log:
+            log.write(f"--- start {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            # ``ip netns exec`` execs the interpreter, so this PID is the daemon's own.
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=str(REPO), start_new_session=True,
+            )
+
+    def _stop(self, sig: int, grace: float = 5.0) -> None:
+        p = self.proc
+        if p is None:
+            return
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, sig)
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait(5)
+        self.proc = None
+
+    def teardown(self) -> None:
+        self._stop(signal.SIGTERM)
+
+    def restart(self, *, graceful: bool = True) -> None:
+        self._stop(signal.SIGTERM if graceful else signal.SIGKILL)
+        self.start()
+
+    def renew(self) -> None:
+        self._alive_or_raise("renew")
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGUSR1)
+
+    # -- observation ----------------------------------------------------------------------------
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The running daemon's state.json (None before it wrote one: an older file is not its)."""
+        try:
+            st = json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if self.proc is not None and st.get("pid") != self.proc.pid:
+            return None
+        return st
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "(no log)"
+        return "last log lines:\n  " + "\n  ".join(text[-lines:])
+
+    def _alive_or_raise(self, what: str) -> None:
+        if self.proc is None:
+            raise CeError(f"{what}: the CE is not running; call start() first")
+        rc = self.proc.poll()
+        if rc is not None:
+            raise CeError(f"{what}: the CE daemon exited with status {rc}. {self.log_tail()}")
+
+    def wait_provisioned(self, timeout: float = 30.0, *, different_from: CeParams | None = None) -> CeParams:
+        def check() -> CeParams | None:
+            self._alive_or_raise("waiting for provisioning")
+            st = self.read_state()
+            if not st or st.get("status") != "provisioned" or not st.get("params"):
+                return None
+            got = CeParams.from_json(st["params"])
+            return None if different_from is not None and got == different_from else got
+
+        return poll(
+            "MAP-E provisioning" + (" with new parameters" if different_from else ""), timeout, check,
+            on_timeout=lambda: f"CE state: {self._brief()}. {self.log_tail()}",
+        )
+
+    def wait_withdrawn(self, timeout: float = 30.0) -> None:
+        def check() -> bool:
+            self._alive_or_raise("waiting for withdrawal")
+            st = self.read_state()
+            return bool(st and st.get("params") is None and st.get("status") in ("withdrawn", "soliciting"))
+
+        poll("MAP-E withdrawal", timeout, check, on_timeout=lambda: f"CE state: {self._brief()}. {self.log_tail()}")
+
+    def _brief(self) -> str:
+        st = self.read_state()
+        if not st:
+            return "no state.json yet"
+        return f"status {st.get('status')}, dhcp {st.get('dhcp_state')}, errors {st.get('errors')}"
+
+    def run_in_ce(self, argv: Sequence[str], *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        slot = self._slot()
+        assert slot.ce_netns is not None
+        return subprocess.run(
+            ["ip", "netns", "exec", slot.ce_netns, *argv], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def _json(self, argv: Sequence[str]) -> Any:
+        p = self.run_in_ce(argv)
+        try:
+            return json.loads(p.stdout) if p.stdout.strip() else None
+        except json.JSONDecodeError:
+            return None
+
+    def state(self) -> dict[str, Any]:
+        st = self.read_state() or {}
+        st["running"] = self.proc is not None and self.proc.poll() is None
+        st["live"] = {
+            "addresses": self._json(["ip", "-j", "addr", "show"]),
+            "routes4": self._json(["ip", "-j", "-4", "route", "show"]),
+            "tunnel": self._json(["ip", "-j", "-d", "link", "show", st.get("tunnel", {}).get("name", "mape0")]),
+            "nft": self._json(["nft", "-j", "list", "table", "ip", "mapece"]),
+        }
+        st["nat_rules"] = nat_summary(st["live"]["nft"])
+        return st
+
+
+def nat_summary(nft: Any) -> dict[str, Any]:
+    """From ``nft -j list table``: the port-set map's elements and every rule counter by comment."""
+    out: dict[str, Any] = {"psmap": [], "counters": {}, "rules": 0}
+    if not nft:
+        return out
+    for item in nft.get("nftables", []):
+        if "map" in item and item["map"].get("name") == "psmap":
+            out["psmap"] = item["map"].get("elem", [])
+        if "rule" in item:
+            out["rules"] += 1
+            rule = item["rule"]
+            packets = next((e["counter"]["packets"] for e in rule.get("expr", []) if "counter" in e), None)
+            label = rule.get("comment") or f"{rule.get('chain')}#{rule.get('handle')}"
+            if packets is not None:
+                out["counters"][label] = packets
+    return out
