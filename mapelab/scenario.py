@@ -10,6 +10,7 @@ without a path or ``.toml`` is looked up there.
 from __future__ import annotations
 
 import itertools
+import json
 import tomllib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
@@ -191,3 +192,43 @@ def load(name_or_path: str | Path) -> Scenario:
     except MapeError as e:
         raise ScenarioError(f"{where}: the pool's prefixes cannot be derived: {e}") from None
     return scenario
+
+
+def to_toml(s: Scenario) -> str:
+    """The scenario as a TOML file again — the inverse of :func:`load` (``[expect]`` included).
+
+    The testbed writes the scenario a run really uses (its BRs, pool, timers, CE count) with it,
+    so the BR process and a later reader see exactly what Kea serves.
+    """
+
+    def q(v: object) -> str:
+        return json.dumps(str(v))
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return q(v)
+
+    lines = [f"name = {q(s.name)}", f"description = {q(s.description)}",
+             "br = [" + ", ".join(q(b) for b in s.brs) + "]", f"br_first = {str(s.br_first).lower()}", ""]
+    for r in s.rules:
+        lines += ["[[rule]]", f"ipv6 = {q(r.ipv6_prefix)}", f"ipv4 = {q(r.ipv4_prefix)}", f"ea_len = {r.ea_len}"]
+        if r.forwarding:
+            lines.append("forwarding = true")
+        if r.portparams is not None:
+            pp = r.portparams
+            lines.append(f"portparams = {{ offset = {pp.offset}, psid_len = {pp.psid_len}, psid = {pp.psid} }}")
+        lines.append("")
+    d = s.dhcp
+    lines += ["[dhcp]", f"pd_pool = {q(d.pd_pool)}", f"delegated_len = {d.delegated_len}",
+              f"t1 = {d.t1}", f"t2 = {d.t2}", f"preferred = {d.preferred}", f"valid = {d.valid}",
+              f"encoding = {q(d.encoding)}", "",
+              "[wan]", f"mtu = {s.wan_mtu}", "",
+              "[ces]", f"count = {s.ce_count}", ""]
+    if s.expect:
+        lines += ["[expect]"] + [f"{k} = {value(v)}" for k, v in s.expect.items()] + [""]
+    return "\n".join(lines)

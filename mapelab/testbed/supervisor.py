@@ -55,25 +55,8 @@ class TestbedError(RuntimeError):
 
 def scenario_toml(s: Scenario, brs: tuple[IPv6Address, ...], ces: int, pd_pool: IPv6Network | None = None) -> str:
     """The scenario as TOML again (with this run's BRs, CE count and pool): what the BR process reads."""
-
-    def q(v: Any) -> str:
-        return json.dumps(str(v))
-
-    lines = [f"name = {q(s.name)}", f"description = {q(s.description)}",
-             "br = [" + ", ".join(q(b) for b in brs) + "]", f"br_first = {str(s.br_first).lower()}", ""]
-    for r in s.rules:
-        lines += ["[[rule]]", f"ipv6 = {q(r.ipv6_prefix)}", f"ipv4 = {q(r.ipv4_prefix)}", f"ea_len = {r.ea_len}"]
-        if r.forwarding:
-            lines.append("forwarding = true")
-        if r.portparams is not None:
-            pp = r.portparams
-            lines.append(f"portparams = {{ offset = {pp.offset}, psid_len = {pp.psid_len}, psid = {pp.psid} }}")
-        lines.append("")
-    d = s.dhcp
-    lines += ["[dhcp]", f"pd_pool = {q(pd_pool or d.pd_pool)}", f"delegated_len = {d.delegated_len}",
-              f"t1 = {d.t1}", f"t2 = {d.t2}", f"preferred = {d.preferred}", f"valid = {d.valid}",
-              f"encoding = {q(d.encoding)}", "", "[wan]", f"mtu = {s.wan_mtu}", "", "[ces]", f"count = {ces}", ""]
-    return "\n".join(lines)
+    dhcp = replace(s.dhcp, pd_pool=pd_pool or s.dhcp.pd_pool)
+    return scenario_mod.to_toml(replace(s, brs=tuple(brs), ce_count=ces, dhcp=dhcp))
 
 
 def renumber_pool(s: Scenario, current: IPv6Network) -> IPv6Network:

@@ -121,3 +121,12 @@ def test_scenario_expectations(sc: scenario.Scenario) -> None:
     for port in (a, b):
         if p.shared:
             assert ce_address(p.rule, p.ipv4, port) == p.map_address
+
+
+@pytest.mark.parametrize("sc", scenario.all_scenarios(), ids=lambda s: s.name)
+def test_scenario_toml_round_trip(sc: scenario.Scenario, tmp_path) -> None:
+    path = tmp_path / f"{sc.name}.toml"
+    path.write_text(scenario.to_toml(sc))
+    back = scenario.load(path)
+    assert (back.rules, back.brs, back.dhcp, back.wan_mtu, back.ce_count, back.br_first, back.expect) == (
+        sc.rules, sc.brs, sc.dhcp, sc.wan_mtu, sc.ce_count, sc.br_first, sc.expect)
