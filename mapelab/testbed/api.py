@@ -206,11 +206,14 @@ class Testbed:
 
 
 def up(scenario: str | Path = "cosmote-like", *, ces: int | None = None, vm_slots: tuple[int, ...] = (),
-       pcap: bool = False, br: bool = True, attach: bool = True, log: Any = print) -> Testbed:
+       pcap: bool = False, br: bool = True, br_antispoof: bool = True, attach: bool = True,
+       log: Any = print) -> Testbed:
     """Bring a testbed up and return its handle once ``status.json`` is written.
 
-    Sweeps stale runs first (and says so through ``log``).  Raises :class:`TestbedError` with the
-    supervisor's reason and the run directory when the testbed cannot come up.
+    ``br_antispoof=False`` starts a BR without RFC 7597 §8.1's source check: only for proving that
+    the e2e suite's anti-spoofing test can fail.  Sweeps stale runs first (and says so through ``log``).
+    Raises :class:`TestbedError` with the supervisor's reason and the run directory when the testbed
+    cannot come up.
     """
     missing = preflight()
     if missing:
@@ -229,7 +232,7 @@ def up(scenario: str | Path = "cosmote-like", *, ces: int | None = None, vm_slot
     run_id, prefix, run_dir = new_run()
     rec = RunRecord(run_dir / "run.json", {
         "run_id": run_id, "prefix": prefix, "scenario": scn.name, "scenario_path": str(scn.path), "ces": n,
-        "vm_slots": sorted(vm_slots), "pcap": pcap, "br": br, "state": "starting",
+        "vm_slots": sorted(vm_slots), "pcap": pcap, "br": br, "br_antispoof": br_antispoof, "state": "starting",
         "owner": ProcRef.of("caller", os.getpid()).to_dict(), "procs": [], "created_at": time.time(),
     })
     rec.save()

@@ -90,6 +90,7 @@ class Supervisor:
         self.scenario = scenario_mod.load(d["scenario_path"])
         self.lay = topology.Layout(d["prefix"], self.scenario, int(d["ces"]), frozenset(d.get("vm_slots", [])))
         self.want_br = bool(d.get("br", True))
+        self.br_antispoof = bool(d.get("br_antispoof", True))
         self.want_pcap = bool(d.get("pcap", False))
         self.plan = LeasePlan.of(self.scenario)
         self.kea = KeaServer(self.lay.isp, run_dir, self.lay.wan_bridge, self.lay.wan_subnet)
@@ -228,7 +229,8 @@ class Supervisor:
 
     def br_args(self) -> list[str]:
         return [PY, "-m", "mapelab.testbed.br", "--scenario", str(self.run_dir / "scenario.toml"),
-                "--tun", self.lay.tun, "--state-dir", str(self.br_dir), "--tunnel-mtu", str(self.scenario.tunnel_mtu)]
+                "--tun", self.lay.tun, "--state-dir", str(self.br_dir), "--tunnel-mtu", str(self.scenario.tunnel_mtu),
+                *([] if self.br_antispoof else ["--no-antispoof"])]
 
     def write_scenario(self) -> None:
         write_atomic(self.run_dir / "scenario.toml",
