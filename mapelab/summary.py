@@ -1,4 +1,4 @@
-"""The run record of an e2e run: what a reviewer (or a tech@ mail) cites as evidence.
+"""The summary of an e2e run: what a reviewer (or a tech@ mail) cites as evidence.
 
 ``summary.json`` (machine-readable: per CE its derived parameters, per test its verdict),
 ``summary.txt`` (the same for people) and ``ports-<ce>.png`` (the source ports the IPv4
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class TestVerdict:
 
 
 @dataclass
-class RunRecord:
+class RunSummary:
     run_dir: Path
     ce_backend: str = ""
     scenarios: list[str] = field(default_factory=list)
@@ -62,8 +63,19 @@ class RunRecord:
             out[t.outcome] = out.get(t.outcome, 0) + 1
         return out
 
+    def verdict(self) -> str:
+        """passed when something ran and nothing failed; what a tech@ mail's "tested on" needs."""
+        c = self.counts()
+        return "passed" if c.get("passed") and not (c.get("failed") or c.get("error")) else "failed"
+
+    def tested_on(self) -> str:
+        """The line a tech@ mail quotes, e.g. "the openbsd CE on amd64 under QEMU, scenarios …"."""
+        return f"the {self.ce_backend} CE against mapelab's simulated MAP-E ISP, scenarios {', '.join(self.scenarios)}"
+
     def as_dict(self) -> dict[str, Any]:
         return {
+            "verdict": self.verdict(),
+            "tested_on": self.tested_on(),
             "run_dir": str(self.run_dir),
             "ce_backend": self.ce_backend,
             "scenarios": self.scenarios,
@@ -80,7 +92,8 @@ class RunRecord:
 
     def text(self) -> str:
         d = self.as_dict()
-        lines = [f"mapelab e2e run — CE backend {self.ce_backend or '?'}, {d['wall_seconds']} s",
+        lines = [f"mapelab e2e run — {d['verdict'].upper()} — CE backend {self.ce_backend or '?'}, "
+                 f"{d['wall_seconds']} s",
                  f"run directory: {self.run_dir}", ""]
         for name, p in self.ces.items():
             lines.append(
@@ -104,7 +117,7 @@ class RunRecord:
         write_atomic(written[1], self.text())
         for ce, ports in self.ports_seen.items():
             if ports:
-                png = self.run_dir / f"ports-{ce}.png"
+                png = self.run_dir / f"ports-{re.sub(r'[^A-Za-z0-9_.-]+', '-', ce)}.png"
                 plot_ports(png, ce, ports, self.port_sets.get(ce, []))
                 written.append(png)
         return written

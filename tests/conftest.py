@@ -17,3 +17,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = _BY_DIR.get(rel.parts[0]) if len(rel.parts) > 1 else None
         if marker:
             item.add_marker(getattr(pytest.mark, marker))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mapelab e2e")
+    group.addoption("--ce", default=None,
+                    help="CE backend for tests/e2e: auto (default), linux, linux-vm or openbsd")
+    group.addoption("--scenario", action="append", default=None,
+                    help="scenario(s) for tests/e2e (repeatable; default: cosmote-like, rfc7597-example1, "
+                         "k12-small-set)")

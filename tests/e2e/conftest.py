@@ -1,0 +1,310 @@
+"""Fixtures of the e2e suite: one testbed per scenario, CEs through the driver, and the run record.
+
+Selection: ``--ce auto|linux|linux-vm|openbsd`` and ``--scenario NAME`` (repeatable), which
+``invoke test-e2e`` passes through.  Everything a run produces lands in ``runs/e2e-<time>/``:
+per test ``inet.pcap`` and ``wan-ce<N>.pcap`` and the ports seen, and at the end
+``summary.json``, ``summary.txt`` and ``ports-<ce>.png`` (see :mod:`mapelab.summary`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mapelab import scenario as scenario_mod
+from mapelab.ce import driver as ce_driver
+from mapelab.ce.driver import CeDriver, CeParams
+from mapelab.e2e.select import choose_backend
+from mapelab.scenario import Scenario
+from mapelab.summary import RunSummary, TestVerdict
+
+DEFAULT_SCENARIOS = ("cosmote-like", "rfc7597-example1", "k12-small-set")
+SMALL_SET = 64  # exhaustion runs where the whole set can be exhausted in seconds
+
+
+def _why_not_runnable() -> str | None:
+    if os.geteuid() != 0:
+        return "the e2e suite needs root (network namespaces, TUN devices, Kea); run it as root"
+    from mapelab.testbed import api
+
+    missing = api.preflight()
+    return "missing for the testbed: " + "; ".join(missing) if missing else None
+
+
+SKIP_REASON = _why_not_runnable()
+
+
+# -- selection ----------------------------------------------------------------------------------------
+
+
+def chosen_backend(config: pytest.Config) -> tuple[str, str]:
+    """(backend, why): ``auto`` takes OpenBSD when an OpenBSD image has been built, else the reference CE."""
+    return choose_backend(config.getoption("--ce") or os.environ.get("MAPELAB_CE") or "auto")
+
+
+def chosen_scenarios(config: pytest.Config) -> list[Scenario]:
+    names = config.getoption("--scenario") or os.environ.get("MAPELAB_SCENARIOS", "").split(",")
+    names = [n for n in names if n] or list(DEFAULT_SCENARIOS)
+    return [scenario_mod.load(n) for n in names]
+
+
+def shares_address(sc: Scenario) -> bool:
+    if sc.ce_count < 2:
+        return False
+    a, b = (sc.derive(p) for p in sc.delegated_prefixes(2))
+    return a.ipv4 == b.ipv4 and a.psid != b.psid
+
+
+NEEDS: dict[str, tuple[Callable[[Scenario], bool], str]] = {
+    "small_set": (lambda sc: len(sc.derive().port_set) <= SMALL_SET,
+                  f"a port set of at most {SMALL_SET} ports (add --scenario k12-small-set)"),
+    "shared_address": (shares_address, "two CEs sharing one IPv4 address (add --scenario cosmote-like)"),
+    "lease": (lambda sc: sc.ce_count >= 1 and sc.name == "cosmote-like",
+              "the cosmote-like scenario (lease changes run on it; add --scenario cosmote-like)"),
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "scenario" not in metafunc.fixturenames:
+        return
+    scenarios = chosen_scenarios(metafunc.config)
+    marker = metafunc.definition.get_closest_marker("needs")
+    if marker:
+        predicate, wanted = NEEDS[marker.args[0]]
+        fitting = [sc for sc in scenarios if predicate(sc)]
+        if not fitting:
+            names = ", ".join(sc.name for sc in scenarios)
+            metafunc.parametrize("scenario", [pytest.param(None, marks=pytest.mark.skip(
+                reason=f"none of the selected scenarios ({names}) has {wanted}"), id="no-scenario")],
+                scope="session")
+            return
+        scenarios = fitting
+    metafunc.parametrize("scenario", scenarios, ids=[sc.name for sc in scenarios], scope="session")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(kind): run only on scenarios that have it (small_set, shared_address, "
+                                       "lease)")
+
+
+# -- the run record ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def e2e_run(request: pytest.FixtureRequest) -> Iterator[RunSummary]:
+    from mapelab.testbed.runs import runs_root, set_latest
+
+    run_dir = runs_root() / time.strftime("e2e-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    backend, why = chosen_backend(request.config)
+    summary = RunSummary(run_dir, ce_backend=backend,
+                         scenarios=[sc.name for sc in chosen_scenarios(request.config)])
+    summary.notes = [f"CE backend {backend} ({why})"]  # type: ignore[attr-defined]
+    request.config.stash[SUMMARY] = summary
+    yield summary
+    summary.write()
+    set_latest(run_dir)
+
+
+SUMMARY = pytest.StashKey[RunSummary]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    summary = item.config.stash.get(SUMMARY, None)
+    if summary is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        reason = ""
+        if report.outcome == "skipped" and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2])
+        elif report.outcome == "failed":
+            reason = str(report.longrepr).strip().splitlines()[-1][:300]
+        outcome_name = "error" if report.when == "setup" and report.outcome == "failed" else report.outcome
+        summary.add_test(TestVerdict(item.nodeid, outcome_name, round(report.duration, 2), reason=reason))
+
+
+@pytest.fixture
+def test_dir(e2e_run: RunSummary, request: pytest.FixtureRequest) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::", 1)[-1])[:120]
+    d = e2e_run.run_dir / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# -- testbeds and CEs ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Site:
+    """A testbed with its CEs attached and provisioned: what most e2e tests need."""
+
+    scenario: Scenario
+    bed: Any  # mapelab.testbed.api.Testbed
+    ces: list[CeDriver]
+    params: list[CeParams]
+
+    def name(self, i: int) -> str:
+        return f"{self.scenario.name}/ce{self.ces[i]._slot().index}"
+
+
+def start_site(scenario: Scenario, backend: str, workdir: Path, summary: RunSummary | None, *, ces: int | None = None,
+               ce_options: dict[str, Any] | None = None, **up_options: Any) -> Site:
+    if SKIP_REASON:
+        pytest.skip(SKIP_REASON)
+    from mapelab.testbed import api
+
+    n = ces if ces is not None else min(2, scenario.ce_count)
+    bed = api.up(scenario.path, ces=n, log=lambda *_: None, **up_options)
+    drivers: list[CeDriver] = []
+    try:
+        for slot in bed.status.slots:
+            d = ce_driver.create(backend, slot, state_dir=workdir / f"ce{slot.index}", **(ce_options or {}))
+            drivers.append(d)
+            d.start()
+        params = [d.wait_provisioned(60) for d in drivers]
+    except BaseException:
+        for d in drivers:
+            d.teardown()
+        bed.down()
+        raise
+    site = Site(scenario, bed, drivers, params)
+    if summary is not None:
+        for i, p in enumerate(params):
+            summary.add_ce(site.name(i), {
+                "ipv4": str(p.ipv4), "psid": p.psid, "psid_len": p.psid_len, "psid_offset": p.psid_offset,
+                "map_address": str(p.map_address), "delegated_prefix": str(p.delegated_prefix),
+                "br": str(p.br), "testbed_run": str(bed.run_dir),
+            }, p.port_set.ranges())
+    return site
+
+
+def stop_site(site: Site) -> None:
+    for d in site.ces:
+        d.teardown()
+    site.bed.down()
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    return chosen_backend(request.config)[0]
+
+
+@pytest.fixture(scope="session")
+def _shared_site(scenario: Scenario | None, backend: str, e2e_run: RunSummary) -> Iterator[Site]:
+    assert scenario is not None
+    s = start_site(scenario, backend, e2e_run.run_dir / f"{scenario.name}-ces", e2e_run)
+    yield s
+    stop_site(s)
+
+
+@pytest.fixture
+def site(request: pytest.FixtureRequest, scenario: Scenario | None, backend: str, e2e_run: RunSummary,
+         test_dir: Path) -> Iterator[Site]:
+    """A testbed for ``scenario`` with a CE in each slot (at most two), provisioned.
+
+    Shared by the whole session when the port set is large; a fresh one per test when it is
+    small (at most SMALL_SET ports), because every flow holds its port for the CE's state
+    timeout (TCP's TIME_WAIT is two minutes) and one test's flows would starve the next.
+    """
+    assert scenario is not None
+    if len(scenario.derive().port_set) > SMALL_SET:
+        yield request.getfixturevalue("_shared_site")
+        return
+    s = start_site(scenario, backend, test_dir, e2e_run)
+    yield s
+    stop_site(s)
+
+
+@pytest.fixture
+def fresh_site(backend: str, e2e_run: RunSummary, test_dir: Path) -> Iterator[Callable[..., Site]]:
+    """A testbed of its own for a test that changes leases, with short DHCPv6 timers (T1 4 s)."""
+    made: list[tuple[Site, list[subprocess.Popen[bytes]]]] = []
+
+    def make(scenario: Scenario, *, t1: int = 4, t2: int = 6, preferred: int = 10, valid: int = 14,
+             ces: int = 1, ce_options: dict[str, Any] | None = None, **up_options: Any) -> Site:
+        short = dataclasses.replace(scenario, dhcp=dataclasses.replace(
+            scenario.dhcp, t1=t1, t2=t2, preferred=preferred, valid=valid))
+        path = test_dir / f"{scenario.name}-short-timers.toml"
+        path.write_text(scenario_mod.to_toml(short))
+        s = start_site(scenario_mod.load(path), backend, test_dir, None, ces=ces, ce_options=ce_options,
+                       **up_options)
+        made.append((s, start_captures(s, test_dir)))
+        return s
+
+    yield make
+    for s, caps in made:
+        stop_captures(caps)
+        stop_site(s)
+
+
+# -- per-test captures ---------------------------------------------------------------------------------------
+
+
+def start_captures(site: Site, where: Path) -> list[subprocess.Popen[bytes]]:
+    """tcpdump on the IPv4 internet's link and on every CE's WAN, into ``where``."""
+    st = site.bed.status
+    jobs = [(st.inet_netns, "any", where / "inet.pcap")]
+    for s in st.slots:
+        if s.ce_netns:
+            jobs.append((s.ce_netns, s.wan_if, where / f"wan-ce{s.index}.pcap"))
+        elif s.wan_tap:
+            jobs.append((None, s.wan_tap, where / f"wan-ce{s.index}.pcap"))
+    procs = []
+    for ns, iface, out in jobs:
+        argv = (["ip", "netns", "exec", ns] if ns else []) + ["tcpdump", "-q", "-n", "-U", "-s", "256",
+                                                              "-i", iface, "-w", str(out)]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+    time.sleep(0.3)  # tcpdump needs a moment before it sees packets
+    return procs
+
+
+def stop_captures(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(autouse=True)
+def _capture(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "site" not in request.fixturenames or SKIP_REASON:
+        yield
+        return
+    site: Site = request.getfixturevalue("site")
+    where: Path = request.getfixturevalue("test_dir")
+    procs = start_captures(site, where)
+    try:
+        yield
+    finally:
+        stop_captures(procs)
+
+
+@pytest.fixture
+def record_ports(e2e_run: RunSummary, test_dir: Path) -> Callable[[str, list[int]], None]:
+    """Keep the ports the internet saw: in the test's directory and in the run's picture."""
+
+    def record(ce_name: str, ports: list[int]) -> None:
+        e2e_run.add_ports(ce_name, ports)
+        with (test_dir / "ports.json").open("a") as f:
+            f.write(json.dumps({"ce": ce_name, "ports": sorted(ports)}) + "\n")
+
+    return record
