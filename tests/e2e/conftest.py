@@ -203,11 +203,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def _shared_site(scenario: Scenario | None, backend: str, e2e_run: RunSummary) -> Iterator[Site]:
-    assert scenario is not None
-    s = start_site(scenario, backend, e2e_run.run_dir / f"{scenario.name}-ces", e2e_run)
-    yield s
-    stop_site(s)
+def _shared_sites() -> Iterator[dict[str, Site]]:
+    """Long-lived sites by scenario name, made on first use and kept to the end of the session
+    (pytest would tear a parametrized session fixture down and up again whenever the test order
+    switches scenarios; a CE re-provisioned mid-run would muddle the run record)."""
+    sites: dict[str, Site] = {}
+    yield sites
+    for s in sites.values():
+        stop_site(s)
 
 
 @pytest.fixture
@@ -221,7 +224,10 @@ def site(request: pytest.FixtureRequest, scenario: Scenario | None, backend: str
     """
     assert scenario is not None
     if len(scenario.derive().port_set) > SMALL_SET:
-        yield request.getfixturevalue("_shared_site")
+        shared = request.getfixturevalue("_shared_sites")
+        if scenario.name not in shared:
+            shared[scenario.name] = start_site(scenario, backend, e2e_run.run_dir / f"{scenario.name}-ces", e2e_run)
+        yield shared[scenario.name]
         return
     s = start_site(scenario, backend, test_dir, e2e_run)
     yield s
