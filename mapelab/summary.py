@@ -18,11 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+from mapelab.files import atomic_write
 
 
 @dataclass
@@ -113,8 +109,8 @@ class RunSummary:
     def write(self) -> list[Path]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         written = [self.run_dir / "summary.json", self.run_dir / "summary.txt"]
-        write_atomic(written[0], json.dumps(self.as_dict(), indent=2, default=str))
-        write_atomic(written[1], self.text())
+        atomic_write(written[0], json.dumps(self.as_dict(), indent=2, default=str))
+        atomic_write(written[1], self.text())
         for ce, ports in self.ports_seen.items():
             if ports:
                 png = self.run_dir / f"ports-{re.sub(r'[^A-Za-z0-9_.-]+', '-', ce)}.png"

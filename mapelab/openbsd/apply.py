@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import atomic_write
 from .errors import PatchError
-from .fsutil import atomic_write
 from .unidiff import FilePatch, Hunk, parse
 
 ENC = ("utf-8", "surrogateescape")

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import cache_sub, sha256_file
 from .errors import FetchError
-from .fsutil import cache_sub, sha256_file
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int, int | None], None]

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..files import cache_sub
 from .errors import FetchError, SeriesError
 from .fetch import check_sha256, fetch
-from .fsutil import cache_sub
 
 SERIES_DIR = Path(__file__).resolve().parents[2] / "patches"
 _RELEASE = re.compile(r"^(\d\.\d|current)$")

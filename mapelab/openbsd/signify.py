@@ -22,8 +22,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..files import sha256_file
 from .errors import SignifyError
-from .fsutil import sha256_file
 
 KEYS_DIR = Path(__file__).resolve().parent / "keys"
 _PKALG = b"Ed"

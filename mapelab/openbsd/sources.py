@@ -25,10 +25,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import atomic_write, cache_sub
 from . import signify
 from .errors import OpenBSDError, SourceError
 from .fetch import fetch, stderr_progress
-from .fsutil import atomic_write, cache_sub
 
 DEFAULT_MIRROR = "https://cdn.openbsd.org/pub/OpenBSD"
 ENV_MIRROR = "MAPELAB_OPENBSD_MIRROR"

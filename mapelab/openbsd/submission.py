@@ -21,12 +21,12 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import cache_dir
 from . import mandoc, refresh, style
 from .apply import ENC, apply_patch
 from .components import touched_files
 from .errors import SubmissionError
 from .findings import Finding
-from .fsutil import cache_dir
 from .series import Series
 from .unidiff import parse
 

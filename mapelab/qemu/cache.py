@@ -14,30 +14,14 @@ that looks complete.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENV_CACHE = "MAPELAB_CACHE"
-
-
-def cache_dir() -> Path:
-    """The cache root: ``$MAPELAB_CACHE`` if set, else ``~/.cache/mapelab``; created 0700.
-
-    0700 because the SSH private key and the serial console sockets (a root shell on the Linux
-    guest) live below it.
-    """
-    env = os.environ.get(ENV_CACHE)
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "mapelab"
-    root = root.absolute()
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return root
+from mapelab.files import ENV_CACHE, atomic_write, cache_dir  # noqa: F401 - the cache API lives here too
 
 
 def sub(name: str, root: Path | None = None) -> Path:
@@ -45,24 +29,6 @@ def sub(name: str, root: Path | None = None) -> Path:
     path = (root or cache_dir()) / name
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
-
-
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path: Path, obj: Any, mode: int = 0o644) -> None:

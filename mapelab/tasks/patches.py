@@ -16,12 +16,12 @@ from pathlib import Path
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
+from mapelab.files import atomic_write, cache_sub
 from mapelab.openbsd import components, refresh, sources
 from mapelab.openbsd import series as series_mod
 from mapelab.openbsd import submission as sub_mod
 from mapelab.openbsd.apply import apply_patch
 from mapelab.openbsd.errors import OpenBSDError
-from mapelab.openbsd.fsutil import atomic_write, cache_sub
 from mapelab.openbsd.unidiff import parse
 
 SOURCE_HELP = {

@@ -32,6 +32,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
+from mapelab.files import atomic_write
 from mapelab.mape import Container, Rule, encode_container
 from mapelab.mape.codec import BorderRelay
 from mapelab.scenario import Scenario
@@ -177,13 +178,6 @@ def kea_config(plan: LeasePlan, *, interface: str, wan_subnet: IPv6Network, run_
     }
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name beside ``path`` and rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 class KeaServer:
     """One kea-dhcp6 process in the ISP namespace, driven through its files and control socket."""
 
@@ -199,7 +193,7 @@ class KeaServer:
 
     def write(self, plan: LeasePlan) -> None:
         cfg = kea_config(plan, interface=self.interface, wan_subnet=self.wan_subnet, run_dir=self.run_dir)
-        write_atomic(self.conf, json.dumps(cfg, indent=2) + "\n")
+        atomic_write(self.conf, json.dumps(cfg, indent=2) + "\n")
 
     def start(self, plan: LeasePlan, timeout: float = 10.0) -> int:
         """Write the config, start Kea and wait until its control socket answers; returns the PID."""

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mapelab.files import atomic_write as write_atomic
+
 from . import topology
-from .kea import write_atomic
 from .proc import ProcRef, kill
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

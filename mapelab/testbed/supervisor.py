@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from mapelab import scenario as scenario_mod
+from mapelab.files import atomic_write as write_atomic
 from mapelab.scenario import Scenario
 
 from . import netns as nn
 from . import ra, topology
-from .kea import KeaServer, LeasePlan, write_atomic
+from .kea import KeaServer, LeasePlan
 from .proc import ProcRef, kill
 from .runs import RunRecord
 from .status import TestbedStatus

@@ -1,11 +1,14 @@
-"""Small file-system helpers: the cache root, sha256 of a file, and atomic writes.
+"""File-system helpers every layer shares: the cache root, atomic writes, sha256 of a file.
 
-Everything this package writes goes through :func:`atomic_write` (or a ``.part`` file renamed
-after verification) so an interrupted run never leaves a file that looks complete.
+One implementation so the promise "nothing is half-written" holds the same way everywhere: data
+goes to a temporary file beside its target, is fsynced, then renamed over it.  (The reference CE
+daemon keeps its own two-line copy in ``mapelab.ce.system``: it must run inside a guest with
+only the stdlib, ``mapelab.mape``, ``mapelab.netio`` and ``mapelab.ce``.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -15,7 +18,11 @@ ENV_CACHE = "MAPELAB_CACHE"
 
 
 def cache_dir() -> Path:
-    """The cache root: ``$MAPELAB_CACHE`` if set, else ``~/.cache/mapelab`` (created 0700)."""
+    """The cache root: ``$MAPELAB_CACHE`` if set, else ``~/.cache/mapelab``; created 0700.
+
+    0700 because the SSH private key and the serial console sockets (a root shell on the Linux
+    guest) live below it.
+    """
     env = os.environ.get(ENV_CACHE)
     root = (Path(env).expanduser() if env else Path.home() / ".cache" / "mapelab").absolute()
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -27,15 +34,6 @@ def cache_sub(*parts: str) -> Path:
     path = cache_dir().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (release tarballs are hundreds of MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
@@ -51,5 +49,15 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (release tarballs are hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
