@@ -137,7 +137,10 @@ def plot_ports(path: Path, title: str, ports: Sequence[int], ranges: Sequence[tu
     zoom_hi = ranges[min(2, len(ranges) - 1)][1] + 64 if ranges else 65535
     zoom_lo = max(0, (ranges[0][0] - 64) if ranges else 0)
     for ax, (lo, hi), label in ((axes[0], (0, 65535), "all ports"), (axes[1], (zoom_lo, zoom_hi), "first ranges")):
-        ax.broken_barh([(a, b - a + 1) for a, b in ranges], (0, 1), facecolors="#9ecae1", label="port set")
+        # a range is drawn at least 1/600 of the axis wide, or one-port ranges (m = 0) vanish
+        least = (hi - lo) / 600
+        spans = [(a - max(0.0, least - (b - a + 1)) / 2, max(b - a + 1, least)) for a, b in ranges]
+        ax.broken_barh(spans, (0, 1), facecolors="#9ecae1", label="port set")
         ax.vlines(inside, 0.15, 0.85, colors="#08519c", linewidth=0.6, label=f"used, inside ({len(inside)})")
         if outside:
             ax.vlines(outside, 0, 1, colors="#de2d26", linewidth=1.2, label=f"used, OUTSIDE ({len(outside)})")
