@@ -8,6 +8,7 @@ as a black box it starts, signals by PID and reads.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -24,6 +25,22 @@ from mapelab.testbed.status import CeSlot
 from .driver import CeDriver, CeError, CeParams, poll, register
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _die_with_parent() -> None:
+    """Between fork and exec: SIGTERM the daemon when the process that started it dies.
+
+    The daemon runs in its own session (a Ctrl-C aimed at the harness must not reach it before
+    the driver's orderly stop), so without this a harness killed with SIGKILL would leave it
+    running in a namespace the testbed's sweep then deletes.  ``ip netns exec`` execs the
+    interpreter, and the death signal survives exec.  The signal follows the *thread* that
+    forked, so call ``start()`` from a thread that outlives the CE (the main thread in tests).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 @register("linux")
@@ -101,7 +118,7 @@ class LinuxNetnsCe(CeDriver):
             # ``ip netns exec`` execs the interpreter, so this PID is the daemon's own.
             self.proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=str(REPO), start_new_session=True,
+                cwd=str(REPO), start_new_session=True, preexec_fn=_die_with_parent,
             )
 
     def _stop(self, sig: int, grace: float = 5.0) -> None:

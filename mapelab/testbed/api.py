@@ -6,7 +6,7 @@
     tb = api.up("cosmote-like", ces=2)          # sweeps stale runs, starts a supervisor, waits
     try:
         st = tb.status                          # a TestbedStatus (also <run dir>/status.json)
-        tb.renumber(); tb.withdraw(); tb.change_br("2001:db8:ffff::2")
+        tb.renumber(); tb.withdraw(); tb.change_br("2001:db8:ffff::2"); tb.silence(); tb.use_kea()
         res = tb.lan_client(1, "tcp", count=4)  # JSON of what each flow did
         seen = tb.flows(proto="tcp")            # what the internet recorded
     finally:
@@ -120,7 +120,13 @@ class Testbed:
         self.command("responder", option_hex=option_hex)
 
     def use_kea(self) -> None:
+        """Serve with Kea again (after :meth:`use_responder` or :meth:`silence`), with the current plan."""
         self.command("kea")
+
+    def silence(self) -> None:
+        """Stop the DHCPv6 server (Kea or the responder): nothing answers SOLICIT, RENEW or REBIND, so a
+        CE's lease runs through T1, T2 and expiry.  :meth:`use_kea` (or :meth:`use_responder`) ends it."""
+        self.command("silence")
 
     def dump_state(self, reason: str = "asked") -> Path:
         return Path(self.command("dump", reason=reason)["path"])

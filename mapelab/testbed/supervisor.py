@@ -325,7 +325,7 @@ class Supervisor:
                 "pd_pool": str(self.plan.pd_pool),
                 "delegated_len": self.scenario.dhcp.delegated_len,
                 "dhcp_server": self.dhcp_server,
-                "mape_option": self.encoding() if self.dhcp_server == "kea" else "responder",
+                "mape_option": self.encoding() if self.dhcp_server == "kea" else self.dhcp_server,  # responder, none
                 "kea": {"config": str(self.kea.conf), "log": str(self.kea.log), "socket": str(self.kea.sock),
                         "leases": str(self.run_dir / "kea-leases6.csv")},
                 "inet_flows": str(self.flows),
@@ -477,6 +477,12 @@ class Supervisor:
             return {"brs": [str(b) for b in new]}
         if cmd == "responder":
             return self.use_responder(req)
+        if cmd == "silence":  # no DHCPv6 server at all: leases run out (T1, T2, expiry) until kea/responder
+            self.stop_proc("kea")
+            self.stop_proc("responder")
+            self.dhcp_server = "none"
+            self.write_status()
+            return None
         if cmd == "kea":
             self.stop_proc("responder")
             pid = self.kea.start(self.plan)
@@ -488,7 +494,7 @@ class Supervisor:
         if cmd == "dump":
             return {"path": str(self.dump_state(req.get("reason", "asked")))}
         raise TestbedError(f"unknown command {cmd!r}: use ping, status, down, renumber, withdraw, restore, "
-                           "change-br, responder, kea or dump")
+                           "change-br, responder, kea, silence or dump")
 
     def apply_plan(self, restart_br: bool = False) -> None:
         """Make Kea (and, when the BR's view changed, the BR) serve ``self.plan``."""
