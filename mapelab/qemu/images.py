@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mapelab.files import sha256_file as file_digest  # noqa: F401 - recipe keys hash files
+
 from . import cache
 from .errors import ImageError
 from .locks import Lock, pid_alive
@@ -50,14 +52,6 @@ def image_key(kind: str, inputs: Mapping[str, Any], parent: str | None = None) -
     canon = json.dumps({"kind": kind, "parent": parent, "inputs": inputs}, sort_keys=True, separators=(",", ":"),
                        default=str)
     return f"{kind}-{hashlib.sha256(canon.encode()).hexdigest()[:16]}"
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def images_dir(root: Path | None = None) -> Path:
