@@ -111,6 +111,9 @@ class CeDriver(ABC):
 
     #: registry name (``linux``, ``linux-vm``, ``openbsd``)
     name: ClassVar[str] = ""
+    #: the testbed slot kind this backend attaches to: ``netns`` or ``vm`` (a VM backend needs
+    #: the testbed brought up with every slot a VM slot: ``api.up(..., vm_slots=...)``)
+    slot_kind: ClassVar[str] = "netns"
 
     def __init__(self) -> None:
         self.slot: CeSlot | None = None

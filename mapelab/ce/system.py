@@ -76,16 +76,22 @@ def interface_exists(ifname: str) -> bool:
 
 
 def ip6tnl_available() -> bool:
-    """True when the kernel can make an ip6tnl device (probe with a throw-away device)."""
+    """True when the kernel can make an ip6tnl device (probe with a throw-away device).
+
+    The probe's endpoints are documentation addresses, not ``::``/``::``: once ip6_tunnel is
+    loaded its fallback device ``ip6tnl0`` owns any/any, and a second any/any tunnel fails with
+    "File exists" — which would read as "no ip6tnl" on exactly the kernels that have it.
+    """
     name = f"mlceprobe{os.getpid() % 100000}"
     p = subprocess.run(
-        ["ip", "link", "add", name, "type", "ip6tnl", "mode", "ipip6", "local", "::", "remote", "::"],
+        ["ip", "link", "add", name, "type", "ip6tnl", "mode", "ipip6",
+         "local", "2001:db8:ffff::1", "remote", "2001:db8:ffff::2"],
         capture_output=True, text=True, check=False,
     )
     if p.returncode == 0:
         subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
         return True
-    return False
+    return "File exists" in p.stderr  # a tunnel with these endpoints exists: the kernel has ip6tnl
 
 
 # -- conntrack flush over netlink (NETLINK_NETFILTER, IPCTNL_MSG_CT_DELETE without a tuple) --------

@@ -405,10 +405,14 @@ def boot(*, name: str | None = None, taps: Sequence[str | TapNic] = (), accel: s
                 raise
             pin.pin(hk.group(1))
             t_key = time.monotonic() - t0
+            # Let go of the console before waiting for SSH (see LinuxGuest; console_shell() reconnects):
+            # connected but unread, its socket can push back on the guest's serial port, and PID 1's
+            # console writes then block (seen once: boot frozen before ssh.service, with duplicated
+            # text in the transcript, QEMU's sign of retried serial writes).
+            con.close()
+            con = None
             port = m.ssh_port()
             ssh = Ssh("127.0.0.1", port, pin=pin, trust_first=False).wait_ready(acc.timeout(30, 120))
-            con.close()  # see LinuxGuest: reconnected on demand by console_shell()
-            con = None
             guest = LinuxGuest(m, None, ssh, img, tuple(t.ifname for t in tap_nics),
                                {"host_key_seen": round(t_key, 1), "ssh_ready": round(time.monotonic() - t0, 1)})
             say(f"{name} answers SSH on 127.0.0.1:{port} after {guest.timings['ssh_ready']:.1f}s")

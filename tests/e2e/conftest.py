@@ -167,6 +167,8 @@ def start_site(scenario: Scenario, backend: str, workdir: Path, summary: RunSumm
     from mapelab.testbed import api
 
     n = ces if ces is not None else min(2, scenario.ce_count)
+    if ce_driver.backend(backend).slot_kind == "vm":  # a VM backend: every slot gets TAPs, not a namespace
+        up_options.setdefault("vm_slots", tuple(range(1, n + 1)))
     bed = api.up(scenario.path, ces=n, log=lambda *_: None, **up_options)
     drivers: list[CeDriver] = []
     try:
