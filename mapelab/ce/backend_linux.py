@@ -22,7 +22,8 @@ from typing import Any
 
 from mapelab.testbed.status import CeSlot
 
-from .driver import CeDriver, CeError, CeParams, poll, register
+from .driver import CeError, register
+from .reference import ReferenceCe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +45,7 @@ PR_SET_PDEATHSIG = 1
 
 
 @register("linux")
-class LinuxNetnsCe(CeDriver):
+class LinuxNetnsCe(ReferenceCe):
     """The reference CE as a process in ``slot.ce_netns``.
 
     ``state_dir`` gets ``state.json``, ``ce.pid`` and ``ce.log`` (the daemon's log).  ``tunnel``
@@ -149,15 +150,16 @@ class LinuxNetnsCe(CeDriver):
 
     # -- observation ----------------------------------------------------------------------------
 
-    def read_state(self) -> dict[str, Any] | None:
-        """The running daemon's state.json (None before it wrote one: an older file is not its)."""
+    def _read(self) -> tuple[bool, dict[str, Any] | None]:
+        """(alive, the running daemon's state.json — an older file is not its)."""
+        alive = self.proc is not None and self.proc.poll() is None
         try:
             st = json.loads(self.state_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            return None
+            return alive, None
         if self.proc is not None and st.get("pid") != self.proc.pid:
-            return None
-        return st
+            return alive, None
+        return alive, st
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -166,40 +168,10 @@ class LinuxNetnsCe(CeDriver):
             return "(no log)"
         return "last log lines:\n  " + "\n  ".join(text[-lines:])
 
-    def _alive_or_raise(self, what: str) -> None:
+    def _not_running(self) -> str:
         if self.proc is None:
-            raise CeError(f"{what}: the CE is not running; call start() first")
-        rc = self.proc.poll()
-        if rc is not None:
-            raise CeError(f"{what}: the CE daemon exited with status {rc}. {self.log_tail()}")
-
-    def wait_provisioned(self, timeout: float = 30.0, *, different_from: CeParams | None = None) -> CeParams:
-        def check() -> CeParams | None:
-            self._alive_or_raise("waiting for provisioning")
-            st = self.read_state()
-            if not st or st.get("status") != "provisioned" or not st.get("params"):
-                return None
-            got = CeParams.from_json(st["params"])
-            return None if different_from is not None and got == different_from else got
-
-        return poll(
-            "MAP-E provisioning" + (" with new parameters" if different_from else ""), timeout, check,
-            on_timeout=lambda: f"CE state: {self._brief()}. {self.log_tail()}",
-        )
-
-    def wait_withdrawn(self, timeout: float = 30.0) -> None:
-        def check() -> bool:
-            self._alive_or_raise("waiting for withdrawal")
-            st = self.read_state()
-            return bool(st and st.get("params") is None and st.get("status") in ("withdrawn", "soliciting"))
-
-        poll("MAP-E withdrawal", timeout, check, on_timeout=lambda: f"CE state: {self._brief()}. {self.log_tail()}")
-
-    def _brief(self) -> str:
-        st = self.read_state()
-        if not st:
-            return "no state.json yet"
-        return f"status {st.get('status')}, dhcp {st.get('dhcp_state')}, errors {st.get('errors')}"
+            return "the CE is not running; call start() first"
+        return f"the CE daemon exited with status {self.proc.poll()}"
 
     def run_in_ce(self, argv: Sequence[str], *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         slot = self._slot()
@@ -208,39 +180,4 @@ class LinuxNetnsCe(CeDriver):
             ["ip", "netns", "exec", slot.ce_netns, *argv], capture_output=True, text=True, timeout=timeout, check=False
         )
 
-    def _json(self, argv: Sequence[str]) -> Any:
-        p = self.run_in_ce(argv)
-        try:
-            return json.loads(p.stdout) if p.stdout.strip() else None
-        except json.JSONDecodeError:
-            return None
 
-    def state(self) -> dict[str, Any]:
-        st = self.read_state() or {}
-        st["running"] = self.proc is not None and self.proc.poll() is None
-        st["live"] = {
-            "addresses": self._json(["ip", "-j", "addr", "show"]),
-            "routes4": self._json(["ip", "-j", "-4", "route", "show"]),
-            "tunnel": self._json(["ip", "-j", "-d", "link", "show", st.get("tunnel", {}).get("name", "mape0")]),
-            "nft": self._json(["nft", "-j", "list", "table", "ip", "mapece"]),
-        }
-        st["nat_rules"] = nat_summary(st["live"]["nft"])
-        return st
-
-
-def nat_summary(nft: Any) -> dict[str, Any]:
-    """From ``nft -j list table``: the port-set map's elements and every rule counter by comment."""
-    out: dict[str, Any] = {"psmap": [], "counters": {}, "rules": 0}
-    if not nft:
-        return out
-    for item in nft.get("nftables", []):
-        if "map" in item and item["map"].get("name") == "psmap":
-            out["psmap"] = item["map"].get("elem", [])
-        if "rule" in item:
-            out["rules"] += 1
-            rule = item["rule"]
-            packets = next((e["counter"]["packets"] for e in rule.get("expr", []) if "counter" in e), None)
-            label = rule.get("comment") or f"{rule.get('chain')}#{rule.get('handle')}"
-            if packets is not None:
-                out["counters"][label] = packets
-    return out

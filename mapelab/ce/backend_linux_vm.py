@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 
 from mapelab.testbed.status import CeSlot
 
-from .backend_linux import nat_summary
-from .driver import CeDriver, CeError, CeParams, poll, register
+from .driver import CeError, CeParams, register
+from .reference import ReferenceCe
 
 PKG = Path(__file__).resolve().parents[1]  # the mapelab package directory
 
@@ -69,7 +69,7 @@ def stage_package(dest: Path) -> Path:
 
 
 @register("linux-vm")
-class LinuxVmCe(CeDriver):
+class LinuxVmCe(ReferenceCe):
     """The reference CE in a CI Linux guest on a VM slot's TAPs.
 
     ``state_dir`` (on the host) gets ``ce.log`` (the daemon's log), ``state.json`` (its last
@@ -374,9 +374,6 @@ class LinuxVmCe(CeDriver):
             st = None  # left by an earlier daemon
         return first.strip() == "alive", st
 
-    def read_state(self) -> dict[str, Any] | None:
-        return self._read()[1]
-
     def log_tail(self, lines: int = 15) -> str:
         if self.guest is None:
             return "(guest not running)"
@@ -386,26 +383,18 @@ class LinuxVmCe(CeDriver):
                 return "last log lines (guest " + GUEST_STATE + "/ce.log):\n  " + "\n  ".join(r.stdout.splitlines())
         return "(no log)"
 
-    def _alive_or_raise(self, what: str) -> None:
+    poll_interval = 0.25  # each read is an SSH round trip
+
+    def _wait_until_up(self, what: str) -> None:
+        self._up(what)
+
+    def _not_running(self) -> str:
         if self.pid is None or self.guest is None:
-            raise CeError(f"{what}: the CE is not running; call start() first")
-        if not self._daemon_alive():
-            raise CeError(f"{what}: the CE daemon (pid {self.pid} in the guest) has exited. {self.log_tail()}")
+            return "the CE is not running; call start() first"
+        return f"the CE daemon (pid {self.pid} in the guest) has exited"
 
     def wait_provisioned(self, timeout: float = 30.0, *, different_from: CeParams | None = None) -> CeParams:
-        def check() -> CeParams | None:
-            alive, st = self._read()
-            if not alive:
-                raise CeError(f"waiting for provisioning: the CE daemon (pid {self.pid} in the guest) has exited. "
-                              f"{self.log_tail()}")
-            if not st or st.get("status") != "provisioned" or not st.get("params"):
-                return None
-            got = CeParams.from_json(st["params"])
-            return None if different_from is not None and got == different_from else got
-
-        self._up("waiting for provisioning")
-        got = poll("MAP-E provisioning" + (" with new parameters" if different_from else ""), timeout, check,
-                   interval=0.25, on_timeout=lambda: f"CE state: {self._brief()}. {self.log_tail()}")
+        got = super().wait_provisioned(timeout, different_from=different_from)
         if "boot_to_provisioned" not in self.timings:
             self._time_provisioning()
         return got
@@ -422,49 +411,14 @@ class LinuxVmCe(CeDriver):
             self.timings["boot_to_provisioned"] = round(self.timings["start"] + took, 1)
             self._say(f"provisioned; timings {self.timings}")
 
-    def wait_withdrawn(self, timeout: float = 30.0) -> None:
-        self._up("waiting for withdrawal")
-
-        def check() -> bool:
-            alive, st = self._read()
-            if not alive:
-                raise CeError(f"waiting for withdrawal: the CE daemon has exited. {self.log_tail()}")
-            return bool(st and st.get("params") is None and st.get("status") in ("withdrawn", "soliciting"))
-
-        poll("MAP-E withdrawal", timeout, check, interval=0.25,
-             on_timeout=lambda: f"CE state: {self._brief()}. {self.log_tail()}")
-
-    def _brief(self) -> str:
-        st = self.read_state()
-        if not st:
-            return "no state.json from this daemon yet"
-        return f"status {st.get('status')}, dhcp {st.get('dhcp_state')}, errors {st.get('errors')}"
-
     def run_in_ce(self, argv: Sequence[str], *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """``argv`` in the guest over SSH, with the uploaded mapelab importable (``python3 -m mapelab…``)."""
         self._up("run_in_ce")
         r = self._ssh(f"cd {GUEST_TOP} && PYTHONPATH={GUEST_TOP} {shlex.join(argv)}", timeout=timeout)
         return subprocess.CompletedProcess(list(argv), r.status, r.stdout, r.stderr)
 
-    def _json(self, argv: Sequence[str]) -> Any:
-        p = self.run_in_ce(argv)
-        try:
-            return json.loads(p.stdout) if p.stdout.strip() else None
-        except json.JSONDecodeError:
-            return None
-
     def state(self) -> dict[str, Any]:
-        self._up("state")
-        alive, st = self._read()
-        st = st or {}
-        st["running"] = alive
-        st["live"] = {
-            "addresses": self._json(["ip", "-j", "addr", "show"]),
-            "routes4": self._json(["ip", "-j", "-4", "route", "show"]),
-            "tunnel": self._json(["ip", "-j", "-d", "link", "show", st.get("tunnel", {}).get("name", "mape0")]),
-            "nft": self._json(["nft", "-j", "list", "table", "ip", "mapece"]),
-        }
-        st["nat_rules"] = nat_summary(st["live"]["nft"])
+        st = super().state()
         st["guest"] = {"name": getattr(self.guest, "name", None), "wan": self.wan, "lan": self.lan,
                        "timings": dict(self.timings)}
         return st

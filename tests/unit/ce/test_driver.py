@@ -8,8 +8,9 @@ import pytest
 
 from mapelab import scenario as scenarios
 from mapelab.ce import CeError, CeParams, LanHost, available, backend, create
-from mapelab.ce.backend_linux import LinuxNetnsCe, nat_summary
+from mapelab.ce.backend_linux import LinuxNetnsCe
 from mapelab.ce.linux import params_to_json
+from mapelab.ce.reference import nat_summary
 from mapelab.testbed.status import CeSlot
 
 
