@@ -21,27 +21,14 @@ from scapy.layers.inet import fragment as scapy_fragment
 from tests.testbed.br_fixture import (
     INET_ADDR,
     BrTopology,
-    build,
     ce_socket,
     drain,
     receive,
-    require_root,
     socket_in,
 )
 
 SHARED = "198.51.100.1"
 CE1_PORT, CE2_PORT = 1056, 1072  # first ports of PSID 2 and PSID 3 (offset 6, k 6)
-
-
-@pytest.fixture(scope="module")
-def topo() -> Iterator[BrTopology]:
-    require_root()
-    t = build("cosmote-like")
-    try:
-        t.start_br()
-        yield t
-    finally:
-        t.teardown()
 
 
 @pytest.fixture(scope="module")

@@ -9,26 +9,14 @@ import socket
 import time
 from collections.abc import Iterator
 
-import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
 from scapy.layers.inet import fragment as scapy_fragment
 
-from tests.testbed.br_fixture import INET_ADDR, BrTopology, build, ce_socket, require_root, socket_in
+from tests.testbed.br_fixture import INET_ADDR, BrTopology, ce_socket, socket_in
 
 SHARED = "198.51.100.1"
 N_TUNNEL = 10_000
 N_INET = 2_000
-
-
-@pytest.fixture(scope="module")
-def topo() -> Iterator[BrTopology]:
-    require_root()
-    t = build("cosmote-like")
-    try:
-        t.start_br()
-        yield t
-    finally:
-        t.teardown()
 
 
 def _seeds() -> list[bytes]:

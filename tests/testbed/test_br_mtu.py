@@ -18,29 +18,16 @@ from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
 from tests.testbed.br_fixture import (
     INET_ADDR,
     BrTopology,
-    build,
     ce_socket,
     drain,
     netns,
     receive,
-    require_root,
     socket_in,
 )
 
 SHARED = "198.51.100.1"
 CE1_PORT, CE2_PORT = 1056, 1072
 TUNNEL_MTU = 1452  # cosmote-like: WAN 1492 − 40
-
-
-@pytest.fixture(scope="module")
-def topo() -> Iterator[BrTopology]:
-    require_root()
-    t = build("cosmote-like")
-    try:
-        t.start_br()
-        yield t
-    finally:
-        t.teardown()
 
 
 @pytest.fixture()

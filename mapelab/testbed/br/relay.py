@@ -227,6 +227,16 @@ class Relay:
         rec["verdict"] = verdict
         self.flow_log.write(json.dumps(rec) + "\n")
 
+    def _parse(self, data: bytes) -> tuple[bytes, Ipv4] | None:
+        """The packet (trimmed to its IPv4 total length) and its header; None, counted, when malformed."""
+        try:
+            p = parse(data)
+        except Malformed as e:
+            self.c.malformed += 1
+            self.c.malformed_reasons[e.args[0]] = self.c.malformed_reasons.get(e.args[0], 0) + 1
+            return None
+        return (data[: p.total] if p.total != len(data) else data), p
+
     # -- decapsulation: CE -> BR ------------------------------------------------------------------
 
     def from_tunnel(self, data: bytes, outer_src: bytes, outer_dst: bytes) -> None:
@@ -237,14 +247,10 @@ class Relay:
         if outer_dst not in self.br_set:
             c.drop(NOT_BR_ADDRESS)
             return
-        try:
-            p = parse(data)
-        except Malformed as e:
-            c.malformed += 1
-            c.malformed_reasons[e.args[0]] = c.malformed_reasons.get(e.args[0], 0) + 1
+        parsed = self._parse(data)
+        if parsed is None:
             return
-        if p.total != len(data):
-            data = data[: p.total]
+        data, p = parsed
         reason = None
         if self.antispoof and outer_src not in self.br_set:
             if p.mf or p.offset:
@@ -300,14 +306,10 @@ class Relay:
         if data and data[0] >> 4 != 4:  # IPv6 the kernel routed into the TUN: not ours to judge
             c.drop(NOT_IPV4)
             return
-        try:
-            p = parse(data)
-        except Malformed as e:
-            c.malformed += 1
-            c.malformed_reasons[e.args[0]] = c.malformed_reasons.get(e.args[0], 0) + 1
+        parsed = self._parse(data)
+        if parsed is None:
             return
-        if p.total != len(data):
-            data = data[: p.total]
+        data, p = parsed
         self._encap(data, p, self.primary, reply_to=None, direction="inbound")
 
     def _encap(self, data: bytes, p: Ipv4, br_src: bytes, reply_to: bytes | None, direction: str) -> None:
