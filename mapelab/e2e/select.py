@@ -13,7 +13,11 @@ def choose_backend(asked: str) -> tuple[str, str]:
     if asked != "auto":
         return asked, "asked for"
     if "openbsd" in ce_driver.available():
-        return "openbsd", "auto: an OpenBSD CE backend and image are available"
+        # The OpenBSD backend says whether an image has been built (``image_ready()``); without
+        # the method it cannot, and auto does not gamble an hours-long build on it.
+        ready = getattr(ce_driver.backend("openbsd"), "image_ready", None)
+        if ready is not None and ready():
+            return "openbsd", "auto: an OpenBSD CE image has been built"
     return "linux", "auto: no OpenBSD CE image has been built, so the reference Linux CE stands in"
 
 
