@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mapelab.files import sha256_file
 from mapelab.qemu import accel as accel_mod
 from mapelab.qemu import images
 from mapelab.qemu.console import SerialConsole
@@ -76,7 +77,7 @@ class Recipe:
             if p.is_file():
                 rel = str(p.relative_to(self.dir))
                 # only the exec bit counts: a checkout's umask must not change the key
-                out[rel] = f"{images.file_digest(p)}:{'x' if p.stat().st_mode & 0o111 else '-'}"
+                out[rel] = f"{sha256_file(p)}:{'x' if p.stat().st_mode & 0o111 else '-'}"
         return out
 
 

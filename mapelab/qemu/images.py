@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mapelab.files import sha256_file as file_digest  # noqa: F401 - recipe keys hash files
-
 from . import cache
 from .errors import ImageError
 from .locks import Lock, pid_alive
