@@ -158,6 +158,11 @@ class CeDriver(ABC):
     def run_in_ce(self, argv: Sequence[str], *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run a command on the CE itself (inject a packet from the CE side, dump a table)."""
 
+    @property
+    def slot_index(self) -> int:
+        """The testbed slot this CE is attached to (1-based, as in ``testbed.lan_client``)."""
+        return self._slot().index
+
     def lan_host(self) -> LanHost:
         slot = self._slot()
         return LanHost(slot.lan_netns, slot.lan_host, slot.lan_gateway, slot.lan_prefix)

@@ -48,10 +48,6 @@ def _require(cond: bool, message: str) -> None:
         raise CheckFailed(message)
 
 
-def _slot_index(ce: CeDriver) -> int:
-    return ce._slot().index
-
-
 def flows_since(tb: Testbed, t0: float, **match: Any) -> list[dict[str, Any]]:
     """The internet's flow records from ``t0`` on (first packet or open event of each flow)."""
     return [r for r in tb.flows(**match) if r.get("ts", 0) >= t0 and r.get("event") in ("open", "packet")]
@@ -61,7 +57,7 @@ def send(tb: Testbed, ce: CeDriver, mode: str, count: int, *, timeout: float = 1
          extra: list[str] | None = None, target: str | None = None) -> Traffic:
     """Run ``count`` flows of ``mode`` from the LAN host behind ``ce``; collect what the internet saw."""
     t0 = time.time() - 0.001
-    report = tb.lan_client(_slot_index(ce), mode, count=count, timeout=timeout, extra=extra, target=target)
+    report = tb.lan_client(ce.slot_index, mode, count=count, timeout=timeout, extra=extra, target=target)
     time.sleep(0.2)  # the internet writes its records as packets arrive; let the last ones land
     proto = {"tcp": "tcp", "bulk": "tcp", "udp": "udp", "ping": "icmp"}[mode]
     seen = flows_since(tb, t0, proto=proto)
@@ -196,7 +192,7 @@ def check_shared_address(tb: Testbed, ce1: CeDriver, p1: CeParams, ce2: CeDriver
     for ce, p in ((ce1, p1), (ce2, p2)):
         for mode in ("tcp", "udp", "ping"):
             t = send(tb, ce, mode, count)
-            _require(t.ok == count, f"CE {ce._slot().index} ({p.ipv4} PSID {p.psid}): {mode} {t.ok}/{count} "
+            _require(t.ok == count, f"CE {ce.slot_index} ({p.ipv4} PSID {p.psid}): {mode} {t.ok}/{count} "
                      "replies came back — replies reached the wrong CE or were lost")
             ports.append(set(check_ports_inside(p, [t])))
     one, two = set().union(*ports[:3]), set().union(*ports[3:])

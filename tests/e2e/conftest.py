@@ -157,7 +157,7 @@ class Site:
     params: list[CeParams]
 
     def name(self, i: int) -> str:
-        return f"{self.scenario.name}/ce{self.ces[i]._slot().index}"
+        return f"{self.scenario.name}/ce{self.ces[i].slot_index}"
 
 
 def start_site(scenario: Scenario, backend: str, workdir: Path, summary: RunSummary | None, *, ces: int | None = None,
