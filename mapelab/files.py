@@ -2,7 +2,7 @@
 
 One implementation so the promise "nothing is half-written" holds the same way everywhere: data
 goes to a temporary file beside its target, is fsynced, then renamed over it.  (The reference CE
-daemon keeps its own two-line copy in ``mapelab.ce.system``: it must run inside a guest with
+daemon keeps its own two-line copy in ``mapelab.ce.daemon.system``: it must run inside a guest with
 only the stdlib, ``mapelab.mape``, ``mapelab.netio`` and ``mapelab.ce``.)
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from mapelab.files import atomic_write
 @dataclass
 class TestVerdict:
     nodeid: str
-    outcome: str  # passed, failed, skipped, error
+    outcome: str  # passed, failed, unsupported, skipped, error
     duration: float
     ce: str | None = None
     reason: str = ""
@@ -40,6 +41,8 @@ class RunSummary:
     ports_seen: dict[str, list[int]] = field(default_factory=dict)
     port_sets: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    commit: dict[str, Any] = field(default_factory=lambda: mapelab_commit())
+    host: str = field(default_factory=lambda: " ".join(os.uname()[::2]))
 
     def add_ce(self, name: str, params: dict[str, Any], ranges: Sequence[tuple[int, int]]) -> None:
         self.ces[name] = params
@@ -60,7 +63,8 @@ class RunSummary:
         return out
 
     def verdict(self) -> str:
-        """passed when something ran and nothing failed; what a tech@ mail's "tested on" needs."""
+        """passed when something ran and nothing failed (an unsupported claim is not a failure of the CE,
+        but it is not evidence either: the gate section says what is missing)."""
         c = self.counts()
         return "passed" if c.get("passed") and not (c.get("failed") or c.get("error")) else "failed"
 
@@ -76,6 +80,8 @@ class RunSummary:
             "ce_backend": self.ce_backend,
             "scenarios": self.scenarios,
             "started": self.started,
+            "mapelab_commit": self.commit,
+            "host": self.host,
             "wall_seconds": round(time.time() - self.started, 1),
             "counts": self.counts(),
             "ces": self.ces,
@@ -90,18 +96,24 @@ class RunSummary:
         d = self.as_dict()
         lines = [f"mapelab e2e run — {d['verdict'].upper()} — CE backend {self.ce_backend or '?'}, "
                  f"{d['wall_seconds']} s",
-                 f"run directory: {self.run_dir}", ""]
+                 f"run directory: {self.run_dir}",
+                 f"mapelab {self.commit.get('commit') or '(not a git checkout)'}"
+                 f"{' with uncommitted changes' if self.commit.get('dirty') else ''} on {self.host}", ""]
         for name, p in self.ces.items():
             lines.append(
                 f"{name}: {p.get('ipv4')} PSID {p.get('psid')}/{p.get('psid_len')} offset {p.get('psid_offset')} "
                 f"MAP {p.get('map_address')}"
             )
+            system = p.get("system") or {}
+            if system:
+                lines.append(f"  ran on: {', '.join(f'{k} {v}' for k, v in system.items())}")
             seen = self.ports_seen.get(name, [])
             outside = d["ports_outside_set"].get(name, [])
             lines.append(f"  ports seen at the internet: {len(set(seen))} distinct, {len(outside)} outside the set")
         lines.append("")
         for t in self.tests:
-            lines.append(f"{t.outcome.upper():8s} {t.nodeid} ({t.duration:.1f} s){'  ' + t.reason if t.reason else ''}")
+            why = f"  {t.reason}" if t.reason else ""
+            lines.append(f"{t.outcome.upper():11s} {t.nodeid} ({t.duration:.1f} s){why}")
         lines.append("")
         lines.append(", ".join(f"{n} {k}" for k, n in sorted(d["counts"].items())))
         return "\n".join(lines) + "\n"
@@ -117,6 +129,19 @@ class RunSummary:
                 plot_ports(png, ce, ports, self.port_sets.get(ce, []))
                 written.append(png)
         return written
+
+
+def mapelab_commit() -> dict[str, Any]:
+    """The commit of the mapelab checkout that ran (and whether it had uncommitted changes)."""
+    top = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(top), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    return {"commit": head or None, "dirty": bool(dirty) if head else None}
 
 
 def _inside(port: int, ranges: Sequence[tuple[int, int]]) -> bool:

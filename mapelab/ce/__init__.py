@@ -1,20 +1,28 @@
-"""The customer side: the CE driver interface and its backends (DESIGN.md decision 7).
+"""The customer side: the CE driver interface, its backends, and the reference CE daemon.
 
-* :mod:`.driver` — the interface every e2e test uses (``create("linux", slot)``);
-* :mod:`.linux` — mapelab's reference MAP-E CE daemon (python3 + iproute2 + nft only);
-* :mod:`.dhcp6client` — its DHCPv6 client (IA_PD + option 94, RFC 8415);
-* :mod:`.nat` — its nftables ruleset, rendered from the MAP-E model.
+Host side (this package's modules) — what the e2e suite and the tasks use:
 
-The driver names are imported lazily: the daemon (``python -m mapelab.ce.linux``) must import
-nothing but ``mapelab.mape``, ``mapelab.netio`` and its own modules, because that is all a Linux
-VM gets a copy of.
+* :mod:`.driver` — the interface every e2e test uses (``create("linux", slot)``), the typed
+  state snapshot, capabilities and the ``unsupported`` verdict;
+* :mod:`.reference` — what both backends of the reference CE share (reading its state, its command line);
+* :mod:`.backend_linux` — the reference CE in the testbed slot's namespace;
+* :mod:`.vmkeeper` — the thread that boots, holds and stops a CE's guest (every VM backend uses it);
+* :mod:`.backend_linux_vm` — the reference CE inside the CI Linux guest;
+* :mod:`.backend_openbsd` — a patched OpenBSD guest as the CE.
+
+Guest side — :mod:`.daemon`, the reference MAP-E CE daemon, which runs *inside* a namespace or a
+guest and may import only the standard library, :mod:`mapelab.mape`, :mod:`mapelab.netio` and itself.
+
+The driver names are imported lazily, so importing :mod:`mapelab.ce.daemon` inside a guest pulls in
+nothing of the host side.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CeDriver", "CeError", "CeParams", "LanHost", "available", "backend", "create", "register"]
+__all__ = ["Capabilities", "Capability", "CeDriver", "CeError", "CeParams", "CeState", "LanHost", "Unsupported",
+           "available", "backend", "create", "register"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Backend ``linux``: the reference CE daemon (``mapelab.ce.linux``) in the slot's namespace.
+"""Backend ``linux``: the reference CE daemon (``mapelab.ce.daemon``) in the slot's namespace.
 
 Why a subprocess and not a thread: the daemon must be exactly what later runs inside a Linux VM
 (its own process, its own namespace, state only through ``state.json``), so the driver treats it
@@ -17,13 +17,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any
 
 from mapelab.testbed.status import CeSlot
 
-from .driver import CeError, register
-from .reference import ReferenceCe
+from .driver import Capability, CeError, register
+from .reference import DaemonOptions, ReferenceCe, daemon_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,8 @@ class LinuxNetnsCe(ReferenceCe):
     """The reference CE as a process in ``slot.ce_netns``.
 
     ``state_dir`` gets ``state.json``, ``ce.pid`` and ``ce.log`` (the daemon's log).  ``tunnel``
-    and ``faults`` are passed to the daemon (``faults`` break it on purpose for tests of tests).
+    and ``faults`` are passed to the daemon (``faults`` break it on purpose for tests of tests);
+    ``capabilities_off`` withdraws capabilities, to prove the suite reports what a CE lacks.
     """
 
     def __init__(
@@ -61,14 +63,12 @@ class LinuxNetnsCe(ReferenceCe):
         max_rt: float = 4.0,
         python: str | None = None,
         verbose: bool = False,
+        capabilities_off: Sequence[str] = (),
     ) -> None:
-        super().__init__()
+        super().__init__(daemon=DaemonOptions(tunnel, max_rt, tuple(faults), verbose),
+                         capabilities_off=capabilities_off)
         self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="mapelab-ce-"))
-        self.tunnel = tunnel
-        self.faults = tuple(faults)
-        self.max_rt = max_rt
         self.python = python or sys.executable
-        self.verbose = verbose
         self.proc: subprocess.Popen[bytes] | None = None
 
     def attach(self, slot: CeSlot) -> None:
@@ -94,17 +94,9 @@ class LinuxNetnsCe(ReferenceCe):
     def command(self) -> list[str]:
         slot = self._slot()
         assert slot.ce_netns is not None
-        argv = [
-            "ip", "netns", "exec", slot.ce_netns, self.python, "-m", "mapelab.ce.linux",
-            "--wan", slot.wan_if, "--lan", slot.lan_if,
-            "--lan-address", f"{slot.lan_gateway}/{slot.lan_prefix.prefixlen}",
-            "--state-dir", str(self.state_dir), "--tunnel", self.tunnel, "--max-rt", str(self.max_rt),
-        ]
-        for f in self.faults:
-            argv += ["--fault", f]
-        if self.verbose:
-            argv.append("-v")
-        return argv
+        lan = IPv4Interface(f"{slot.lan_gateway}/{slot.lan_prefix.prefixlen}")
+        return ["ip", "netns", "exec", slot.ce_netns,
+                *daemon_argv(self.python, slot.wan_if, slot.lan_if, lan, str(self.state_dir), self.daemon)]
 
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -140,10 +132,12 @@ class LinuxNetnsCe(ReferenceCe):
         self._stop(signal.SIGTERM)
 
     def restart(self, *, graceful: bool = True) -> None:
+        self.require(Capability.RESTART, "restart")
         self._stop(signal.SIGTERM if graceful else signal.SIGKILL)
         self.start()
 
     def renew(self) -> None:
+        self.require(Capability.RENEW, "renew")
         self._alive_or_raise("renew")
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGUSR1)

@@ -4,8 +4,12 @@ Why an interface: the suite's verdict must not depend on what the CE runs on.  A
 a driver to a testbed :class:`~mapelab.testbed.status.CeSlot`, starts it, waits until it is
 provisioned (getting back the parameters *the CE* derived, to compare with the model), talks to
 the LAN host behind it, inspects a state snapshot, renews, restarts and tears it down.  Backends
-register by name: ``linux`` (the reference CE in a namespace) now; ``linux-vm`` and ``openbsd``
-plug into the same class later.
+register by name: ``linux`` (the reference CE in a namespace), ``linux-vm`` (the same daemon in a
+Linux guest) and ``openbsd`` (a patched OpenBSD guest).
+
+Backends differ in what they can do — a CE configured statically cannot renew a lease — so
+each declares its :class:`Capabilities`; a check that needs one the CE lacks raises
+:class:`Unsupported`, which the suite reports as its own verdict rather than a pass or a skip.
 
 Typical use::
 
@@ -20,11 +24,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, ClassVar
 
@@ -106,6 +112,127 @@ class LanHost:
         return subprocess.Popen(self.argv(argv), **kw)
 
 
+class Unsupported(Exception):
+    """The CE cannot do what a check needs (a capability it lacks, a rule pf cannot express).
+
+    Not a failure and not a skip: the e2e suite reports it as its own verdict, ``unsupported``,
+    with this message as the reason, and a run that has any is not a pass for the deployment gate.
+    """
+
+
+class Capability(StrEnum):
+    """What a CE can do for the suite beyond the interface every CE has (start, wait, state, LAN host)."""
+
+    DHCP_MAPE = "dhcp-mape"  # learns MAP-E from DHCPv6 option 94: renumbering, withdrawal, BR changes follow the lease
+    RENEW = "renew"  # its DHCPv6 client can be told to RENEW now
+    RESTART = "restart"  # its MAP-E software can be stopped (gracefully or killed) and started again
+    GENERATION = "generation"  # it counts configuration applies: an unchanged renewal must not add one
+    DHCP_COUNTERS = "dhcp-counters"  # it counts the DHCPv6 messages it sent
+    FLAP_WAN = "flap-wan"  # its WAN link can be taken down and up
+    RELOAD_RULES = "reload-rules"  # its NAT ruleset can be reloaded in place
+    FAULTS = "faults"  # it can be broken on purpose (the tests of the tests)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """The capabilities a CE has, and for every one it lacks, why (a profile, an OS, a patch)."""
+
+    have: frozenset[Capability]
+    why_not: Mapping[Capability, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, have: Iterable[Capability], why_not: Mapping[Capability, str] | None = None) -> Capabilities:
+        have = frozenset(have)
+        reasons = {c: (why_not or {}).get(c, "not implemented by this backend") for c in Capability if c not in have}
+        return cls(have, reasons)
+
+    def __contains__(self, cap: object) -> bool:
+        return cap in self.have
+
+    def reason(self, cap: Capability) -> str:
+        return "" if cap in self.have else self.why_not.get(cap, "not implemented by this backend")
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {c.value: (None if c in self.have else self.reason(c)) for c in Capability}
+
+
+@dataclass(frozen=True)
+class TunnelState:
+    """The softwire as the CE's OS reports it (None: not configured, or the CE cannot tell)."""
+
+    name: str | None = None
+    mode: str | None = None  # ip6tnl, userspace, gif
+    mtu: int | None = None
+    mss: int | None = None  # the TCP MSS the CE clamps to
+    local: IPv6Address | None = None
+    remote: IPv6Address | None = None
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """The DHCPv6 lease the CE holds, as it reports it."""
+
+    prefix: IPv6Network | None = None
+    t1: int | None = None
+    t2: int | None = None
+    preferred: int | None = None
+    valid: int | None = None
+    option94: tuple[str, ...] = ()  # the raw containers, hex
+    discarded: tuple[str, ...] = ()  # containers the CE refused, with its reason
+
+
+@dataclass(frozen=True)
+class NatState:
+    """The CE's NAT as its OS reports it: rule count, the port ranges NAT is confined to, counters by label."""
+
+    rules: int = 0
+    port_ranges: tuple[tuple[int, int], ...] | None = None  # None: unrestricted, or the CE cannot tell
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CeState:
+    """A snapshot of one CE: what it says it did, and what its OS reports right now.
+
+    Typed so the suite reads the same fields from every backend; a field a CE cannot report is
+    None (never a made-up value), and a check that needs it must say unsupported, not pass.
+    ``live`` keeps the OS's raw reports (``ip -j addr``, ``ifconfig``, ``pfctl -sr -v`` …) as
+    evidence for the run record.
+    """
+
+    backend: str
+    status: str  # starting, soliciting, provisioned, withdrawn, error, stopped, failed
+    running: bool
+    params: CeParams | None = None
+    generation: int | None = None
+    lease: LeaseState | None = None
+    tunnel: TunnelState = field(default_factory=TunnelState)
+    nat: NatState = field(default_factory=NatState)
+    counters: Mapping[str, int] = field(default_factory=dict)
+    events: tuple[Mapping[str, Any], ...] = ()
+    errors: tuple[str, ...] = ()
+    system: Mapping[str, str] = field(default_factory=dict)  # os, release, kernel: what the evidence ran on
+    live: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=_jsonable))
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, frozenset | set | tuple):
+        return list(v)
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a backend can start now, or what must be built first (and the command that builds it)."""
+
+    ready: bool
+    detail: str
+
+
 class CeDriver(ABC):
     """One CE attached to one testbed slot.  Subclasses implement the backend-specific steps."""
 
@@ -117,6 +244,32 @@ class CeDriver(ABC):
 
     def __init__(self) -> None:
         self.slot: CeSlot | None = None
+
+    # -- what it is ---------------------------------------------------------------------------------
+
+    @classmethod
+    def image_ready(cls, **options: Any) -> Readiness:
+        """Whether this backend can start without a long build first (an OS image), and what it uses.
+
+        ``test-e2e --ce auto`` takes a backend only when it is ready; a backend that needs an
+        image it cannot build by itself says which command builds it.
+        """
+        return Readiness(True, "needs no image")
+
+    def capabilities(self) -> Capabilities:
+        """What this CE can do for the suite; a check needing anything else reports unsupported."""
+        return Capabilities.of(())
+
+    def describe(self) -> dict[str, Any]:
+        """What this CE is, for the run record: backend, profile, image, the software it runs and
+        where that came from (an OpenBSD CE names its release, series and each patch's sha256)."""
+        return {"backend": self.name}
+
+    def require(self, cap: Capability, what: str) -> None:
+        """Raise :class:`Unsupported` naming ``what`` needed ``cap`` and why this CE lacks it."""
+        caps = self.capabilities()
+        if cap not in caps:
+            raise Unsupported(f"{what} needs {cap.value}, which the {self.name} CE lacks: {caps.reason(cap)}")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -138,17 +291,8 @@ class CeDriver(ABC):
         """Block until the CE has no MAP-E configuration (option 94 gone, lease expired)."""
 
     @abstractmethod
-    def state(self) -> dict[str, Any]:
-        """A snapshot: ``status``, ``params``, ``lease``, ``counters``, plus ``live`` — addresses,
-        routes, tunnel, NAT rules as the CE's OS reports them right now."""
-
-    @abstractmethod
-    def renew(self) -> None:
-        """Make the CE's DHCPv6 client send RENEW now (rather than at T1)."""
-
-    @abstractmethod
-    def restart(self, *, graceful: bool = True) -> None:
-        """Stop the CE (RELEASE and withdraw when graceful, a kill otherwise) and start it again."""
+    def state(self) -> CeState:
+        """A snapshot: what the CE says it did, plus what its OS reports right now."""
 
     @abstractmethod
     def teardown(self) -> None:
@@ -156,7 +300,31 @@ class CeDriver(ABC):
 
     @abstractmethod
     def run_in_ce(self, argv: Sequence[str], *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """Run a command on the CE itself (inject a packet from the CE side, dump a table)."""
+        """Run a command on the CE itself (dump a table, read a counter)."""
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The CE's last log lines, for error messages and the run record."""
+        return "(no log)"
+
+    # -- capabilities (a backend overrides what it declares) ----------------------------------------
+
+    def renew(self) -> None:
+        """Make the CE's DHCPv6 client send RENEW now (rather than at T1)."""
+        self.require(Capability.RENEW, "renew")
+
+    def restart(self, *, graceful: bool = True) -> None:
+        """Stop the CE's MAP-E software (RELEASE and withdraw when graceful, a kill otherwise) and start it again."""
+        self.require(Capability.RESTART, "restart")
+
+    def flap_wan(self, down_for: float = 2.0) -> None:
+        """Take the WAN link down for ``down_for`` seconds, then up again."""
+        self.require(Capability.FLAP_WAN, "flap-wan")
+
+    def reload_rules(self) -> None:
+        """Reload the NAT ruleset in place (as an admin's ``pfctl -f`` or ``nft -f`` would)."""
+        self.require(Capability.RELOAD_RULES, "reload-rules")
+
+    # -- common ---------------------------------------------------------------------------------------
 
     @property
     def slot_index(self) -> int:
@@ -166,8 +334,6 @@ class CeDriver(ABC):
     def lan_host(self) -> LanHost:
         slot = self._slot()
         return LanHost(slot.lan_netns, slot.lan_host, slot.lan_gateway, slot.lan_prefix)
-
-    # -- helpers --------------------------------------------------------------------------------
 
     def _slot(self) -> CeSlot:
         if self.slot is None:

@@ -20,7 +20,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from mapelab.ce.driver import CeDriver, CeParams
+from mapelab.ce.driver import Capability, CeDriver, CeParams
 from mapelab.scenario import Scenario
 from mapelab.testbed.api import Testbed
 
@@ -226,9 +226,12 @@ def _settled_drops(tb: Testbed, wait: float = 1.2) -> int:
     return spoof_drops(tb)
 
 
-def check_antispoof(tb: Testbed, ce: CeDriver, params: CeParams, python: str = "python3") -> dict[str, int]:
-    """A correct CE never trips the BR's anti-spoofing check; a packet injected from the CE side
-    with a port outside its set, or with another CE's address, is dropped and counted."""
+def check_antispoof(tb: Testbed, ce: CeDriver, params: CeParams) -> dict[str, int]:
+    """A correct CE never trips the BR's anti-spoofing check; a packet from the CE's MAP address
+    with a port outside its set, or with another CE's address, is dropped and counted.
+
+    The spoofed packets come from the testbed's access-network host (they reach the ISP's WAN
+    bridge as the CE's would), so the CE under test needs nothing installed for this check."""
     before = _settled_drops(tb, 0.0)
     n = min(20, len(params.port_set) // 2)
     t = send(tb, ce, "udp", n)
@@ -248,9 +251,8 @@ def check_antispoof(tb: Testbed, ce: CeDriver, params: CeParams, python: str = "
     for what, inner_src, sport in injections:
         base = spoof_drops(tb)
         seen_before = len(tb.flows(proto="udp", src=inner_src, sport=sport))
-        p = ce.run_in_ce([python, "-m", "mapelab.testbed.inject", "--src", str(params.map_address), "--dst", str(br),
-                          "--inner-src", inner_src, "--inner-dst", str(inet), "--sport", str(sport), "--count", "3"])
-        _require(p.returncode == 0, f"could not inject from the CE: {p.stderr.strip()[-300:]}")
+        tb.inject(src=str(params.map_address), dst=str(br), inner_src=inner_src, inner_dst=str(inet), sport=sport,
+                  count=3)
         after = wait_counter(lambda: spoof_drops(tb), base, timeout=3.0)
         leaked = len(tb.flows(proto="udp", src=inner_src, sport=sport)) - seen_before
         _require(after - base >= 3 and leaked == 0,
@@ -298,6 +300,7 @@ def check_renumbering(tb: Testbed, ce: CeDriver, scenario: Scenario, before: CeP
                       ) -> tuple[CeParams, float]:
     """A renumbered prefix gives new IPv4/PSID/MAP address within T1 plus ``slack`` seconds,
     connectivity returns, and no packet uses the old address or ports afterwards."""
+    ce.require(Capability.DHCP_MAPE, "following a renumbered lease")
     t0 = time.monotonic()
     tb.renumber()
     t1 = scenario.dhcp.t1
@@ -322,6 +325,7 @@ def check_renumbering(tb: Testbed, ce: CeDriver, scenario: Scenario, before: CeP
 def check_withdrawal(tb: Testbed, ce: CeDriver, scenario: Scenario, *, slack: float = 6.0) -> float:
     """Option 94 withdrawn by the ISP → the CE tears IPv4 down within T1 + ``slack``; no IPv4
     packet leaves the CE afterwards."""
+    ce.require(Capability.DHCP_MAPE, "withdrawing MAP-E when option 94 goes")
     t0 = time.monotonic()
     tb.withdraw()
     try:
@@ -339,10 +343,17 @@ def check_withdrawal(tb: Testbed, ce: CeDriver, scenario: Scenario, *, slack: fl
 
 
 def check_unchanged_renewal(tb: Testbed, ce: CeDriver, params: CeParams, *, size: int = 40_000_000) -> None:
-    """An unchanged renewal in the middle of a long download neither re-applies nor interrupts it."""
+    """An unchanged renewal in the middle of a long download neither re-applies nor interrupts it.
+
+    It needs the CE to renew on demand, to count its RENEWs and its configuration applies: without
+    them the check could not see the renewal happen or be harmless, so it says unsupported."""
+    ce.require(Capability.RENEW, "an unchanged renewal")
+    ce.require(Capability.DHCP_COUNTERS, "proving the RENEW was sent")
+    ce.require(Capability.GENERATION, "proving an unchanged renewal re-applied nothing")
     state = ce.state()
-    generation = state.get("generation")
-    renews = state.get("counters", {}).get("dhcp-sent-RENEW")
+    generation = state.generation
+    renews = state.counters.get("dhcp-sent-RENEW", 0)
+    _require(generation is not None, "the CE declares the generation capability but reports no generation")
     lan = ce.lan_host()
     argv = lan.argv([sys.executable, "-m", "mapelab.testbed.lanclient", "bulk", "--target",
                      str(tb.status.inet_addresses[0]), "--count", "1", "--size", str(size), "--timeout", "60"])
@@ -362,7 +373,5 @@ def check_unchanged_renewal(tb: Testbed, ce: CeDriver, params: CeParams, *, size
     _require(flow["ok"] and flow["bytes"] == size,
              f"the download across the renewal got {flow['bytes']} of {size} bytes ({flow['error']})")
     state = ce.state()
-    if renews is not None:
-        _require(state["counters"].get("dhcp-sent-RENEW", 0) > renews, "the CE sent no RENEW when asked to renew")
-    if generation is not None:
-        _require(state.get("generation") == generation, "an unchanged renewal re-applied the configuration")
+    _require(state.counters.get("dhcp-sent-RENEW", 0) > renews, "the CE sent no RENEW when asked to renew")
+    _require(state.generation == generation, "an unchanged renewal re-applied the configuration")

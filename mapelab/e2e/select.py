@@ -13,12 +13,11 @@ def choose_backend(asked: str) -> tuple[str, str]:
     if asked != "auto":
         return asked, "asked for"
     if "openbsd" in ce_driver.available():
-        # The OpenBSD backend says whether an image has been built (``image_ready()``); without
-        # the method it cannot, and auto does not gamble an hours-long build on it.
-        ready = getattr(ce_driver.backend("openbsd"), "image_ready", None)
-        if ready is not None and ready():
-            return "openbsd", "auto: an OpenBSD CE image has been built"
-    return "linux", "auto: no OpenBSD CE image has been built, so the reference Linux CE stands in"
+        ready = ce_driver.backend("openbsd").image_ready()
+        if ready.ready:
+            return "openbsd", f"auto: an OpenBSD CE image is built ({ready.detail})"
+        return "linux", f"auto: {ready.detail}; the reference Linux CE stands in"
+    return "linux", "auto: no OpenBSD CE backend in this checkout, so the reference Linux CE stands in"
 
 
 def describe_backend(asked: str) -> str:

@@ -30,17 +30,19 @@ import subprocess
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mapelab.files import sha256_file
 from mapelab.qemu import accel as accel_mod
 from mapelab.qemu import images
-from mapelab.qemu.console import SerialConsole
-from mapelab.qemu.errors import ConsoleError, ImageError, QemuError
-from mapelab.qemu.machine import Machine, runs_dir, unique_name
-from mapelab.qemu.spec import Disk, KernelBoot, MachineSpec, TapNic, UserNic
-from mapelab.qemu.ssh import HostKeyPin, Result, Ssh, cache_key, public_key_line
+from mapelab.qemu.errors import ImageError
+from mapelab.qemu.machine import unique_name
+from mapelab.qemu.spec import KernelBoot, TapNic
+from mapelab.qemu.ssh import cache_key, public_key_line
+
+from . import base
+from .base import Guest, GuestOs, parse_ip_link
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "vm" / "linux-ci"
 KIND = "linux-ci"
@@ -53,7 +55,6 @@ FAIL_PATTERNS = (
     r"Failed to start .*OpenBSD Secure Shell",
     r"VFS: Unable to mount root fs",
 )
-HOSTKEY_RE = r"MAPELAB-HOSTKEY (ssh-ed25519 [A-Za-z0-9+/=]+)\r?\n"  # the newline: never match half a key
 
 
 @dataclass(frozen=True)
@@ -284,158 +285,33 @@ def build(*, force: bool = False, progress: Progress | None = None, root: Path |
 
 # -- boot ----------------------------------------------------------------------------------------
 
-@dataclass
-class LinuxGuest:
-    """A running CI guest: its machine, SSH connection and (on demand) serial console.
-
-    Made by :func:`boot`; ``timings`` holds seconds from QEMU start to host key seen and to SSH ready.
-    The console is not held open after boot: an unread console socket would fill and stall the
-    guest's console writes, and QEMU serves one console client at a time (``invoke vm.console``
-    must be able to attach).  :meth:`console_shell` connects it again; :meth:`release_console`
-    lets go.
-    """
-
-    machine: Machine
-    console: SerialConsole | None
-    ssh: Ssh
-    image: images.Image
-    taps: tuple[str, ...]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.machine.spec.name
-
-    def run(self, command: str, **kw: object) -> Result:
-        """Run a command over SSH (see :meth:`mapelab.qemu.ssh.Ssh.run`)."""
-        return self.ssh.run(command, **kw)  # type: ignore[arg-type]
-
-    def tap_macs(self) -> dict[str, str]:
-        """TAP name → the MAC of the guest NIC attached to it."""
-        return {n: mac for n, mac in self.machine.spec.nic_macs() if n in self.taps}
-
-    def iface_for_tap(self, tap: str) -> str:
-        """The guest's interface name for the NIC on host TAP ``tap`` (found by MAC)."""
-        mac = self.tap_macs().get(tap)
-        if mac is None:
-            raise QemuError(f"TAP {tap!r} is not attached to {self.name} (attached: {', '.join(self.taps) or 'none'})")
-        res = self.ssh.run("ip -o link show", check=True)
-        for line in res.stdout.splitlines():
-            m = re.match(r"^\d+: ([^:@]+)[:@].*link/ether ([0-9a-f:]{17})", line)
-            if m and m.group(2) == mac:
-                return m.group(1)
-        raise QemuError(f"no guest interface has MAC {mac} (TAP {tap}); ip link says:\n{res.stdout}")
-
-    def console_shell(self, timeout: float | None = None) -> SerialConsole:
-        """The serial console with a root shell behind a unique prompt (the guest autologins root)."""
-        if self.console is None:
-            self.console = SerialConsole(self.machine.serial_path, transcript=self.machine.transcript,
-                                         fail_patterns=FAIL_PATTERNS,
-                                         connect_timeout=self.machine.accel.timeout(10)).connect()
-        if self.console.prompt is None:
-            t = timeout or self.machine.accel.timeout(30, 120)
-            self.console.sendline("")
-            self.console.expect(r"root@[^\r\n]*# ", timeout=t, what="the root shell on the serial console")
-            self.console.init_shell(timeout=t, setup=["dmesg -n 1"])
-        return self.console
-
-    def release_console(self) -> None:
-        """Disconnect from the serial console (QEMU keeps logging it to the transcript)."""
-        if self.console is not None:
-            self.console.close()
-            self.console = None
-
+LINUX = GuestOs(
+    name="linux",
+    fail_patterns=FAIL_PATTERNS,
+    links_command="ip -o link show",
+    parse_links=parse_ip_link,
+    poweroff_command="systemctl poweroff",
+    console_prompt=r"root@[^\r\n]*# ",  # the recipe autologins root on ttyS0
+    console_setup=("dmesg -n 1",),
+)
 
 @contextlib.contextmanager
 def boot(*, name: str | None = None, taps: Sequence[str | TapNic] = (), accel: str | accel_mod.Accel | None = None,
          cpus: int = 2, memory_mb: int = 1024, root: Path | None = None, progress: Progress | None = None,
-         build_if_missing: bool = True, keep_run: bool = False, detach: bool = False) -> Iterator[LinuxGuest]:
+         build_if_missing: bool = True, keep_run: bool = False, detach: bool = False) -> Iterator[Guest]:
     """Boot the CI guest on a fresh overlay, wait for SSH, yield it; stop QEMU on the way out.
 
-    ``taps`` are existing TAP devices (e.g. a :class:`~mapelab.testbed.status.CeSlot`'s
-    ``wan_tap`` and ``lan_tap``), attached in that order after the management NIC; pass a
-    :class:`TapNic` instead of a name to set more (e.g. ``TapNic(slot.wan_tap, host_mtu=slot.wan_mtu)``).
-    ``keep_run`` keeps the run directory (overlay, transcripts) after a clean stop; a failed
-    boot always keeps it, as evidence.  ``detach`` leaves the guest running after a clean exit
-    from the block (and after this process ends); ``invoke vm.stop NAME`` ends it.
+    The shared flow is :func:`mapelab.guests.base.boot`; this adds the image (built on first use),
+    its kernel and initrd (``-kernel/-initrd``, ``console=ttyS0``) and the stronger accelerator
+    probe that boots this kernel under KVM before trusting it.
     """
     say = progress or (lambda _m: None)
     img = build(progress=say, root=root) if build_if_missing else images.find(image_key(root=root), root)
     if img is None:
         raise ImageError("the Linux guest image is not built: run invoke vm.build-linux")
-    acc = (accel if isinstance(accel, accel_mod.Accel)
-           else accel_mod.choose(accel, root=root, kernel=img.file("vmlinuz")))
-    name = name or unique_name("linux")
-    run_dir = runs_dir(root) / name
-    tap_nics = tuple(t if isinstance(t, TapNic) else TapNic(t) for t in taps)
-    tap_nics = tuple(TapNic(t.ifname, id=t.id or f"tap{i}", mac=t.mac, model=t.model, host_mtu=t.host_mtu)
-                     for i, t in enumerate(tap_nics))
     meta = img.meta
-    spec = MachineSpec(
-        name=name, accel=acc.name, cpus=cpus, memory_mb=memory_mb,
-        disks=(Disk(run_dir / "disk.qcow2"),),
-        nics=(UserNic(mac=meta.get("mgmt_mac")), *tap_nics),
-        kernel=KernelBoot(img.file("vmlinuz"), img.file("initrd.img"), meta.get("cmdline", "")),
-        no_reboot=True,
-    )
-    spec.validate()
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ok = False
-    why = "stopped"
-    with images.using(img, f"machine {name}"):
-        images.create_overlay(img, run_dir / "disk.qcow2", owner=f"machine {name}")
-        m = Machine(spec, accel=acc, run_dir=run_dir, root=root, detach=detach)
-        con: SerialConsole | None = None
-        ssh: Ssh | None = None
-        guest: LinuxGuest | None = None
-        try:
-            t0 = time.monotonic()
-            say(f"booting {name} ({acc.name}, {cpus} vCPU, {memory_mb} MiB; transcript {run_dir}/console-1.log)")
-            m.start()
-            con = SerialConsole(m.serial_path, transcript=m.transcript, fail_patterns=FAIL_PATTERNS,
-                                connect_timeout=acc.timeout(10)).connect()
-            pin = HostKeyPin(run_dir / "host_key.pub")
-            try:
-                hk = con.expect(HOSTKEY_RE, timeout=acc.timeout(90, 360), idle=acc.timeout(45, 180),
-                                what="the guest's host key announcement (MAPELAB-HOSTKEY)")
-            except ConsoleError:
-                if not m.running():
-                    m.wait(1)
-                    raise ConsoleError(f"QEMU exited during boot ({m.exit_reason}, status {m.exit_status})",
-                                       str(m.transcript), con.tap.lines()) from None
-                raise
-            pin.pin(hk.group(1))
-            t_key = time.monotonic() - t0
-            # Let go of the console before waiting for SSH (see LinuxGuest; console_shell() reconnects):
-            # connected but unread, its socket can push back on the guest's serial port, and PID 1's
-            # console writes then block (seen once: boot frozen before ssh.service, with duplicated
-            # text in the transcript, QEMU's sign of retried serial writes).
-            con.close()
-            con = None
-            port = m.ssh_port()
-            ssh = Ssh("127.0.0.1", port, pin=pin, trust_first=False).wait_ready(acc.timeout(30, 120))
-            guest = LinuxGuest(m, None, ssh, img, tuple(t.ifname for t in tap_nics),
-                               {"host_key_seen": round(t_key, 1), "ssh_ready": round(time.monotonic() - t0, 1)})
-            say(f"{name} answers SSH on 127.0.0.1:{port} after {guest.timings['ssh_ready']:.1f}s")
-            yield guest
-            ok = True
-        except KeyboardInterrupt:
-            why = "interrupted (Ctrl-C or SIGTERM)"
-            raise
-        except BaseException as e:
-            why = f"failed ({type(e).__name__})"
-            raise
-        finally:
-            if ssh is not None:
-                ssh.close()
-            if con is not None:
-                con.close()
-            if guest is not None:
-                guest.release_console()
-            if ok and detach:
-                m.release_detached()
-            else:
-                m.stop(reason=why)
-            if ok and not keep_run and not detach:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                img.overlays()  # drop the registration of the removed overlay
+    with base.boot(img, LINUX, name=name or unique_name("linux"), taps=taps, accel=accel,
+                   probe_kernel=img.file("vmlinuz"),
+                   kernel=KernelBoot(img.file("vmlinuz"), img.file("initrd.img"), meta.get("cmdline", "")),
+                   cpus=cpus, memory_mb=memory_mb, root=root, progress=say, keep_run=keep_run, detach=detach) as g:
+        yield g

@@ -148,6 +148,26 @@ class Testbed:
             raise TestbedError(f"lanclient in {lan} failed (exit {p.returncode}): {p.stderr.strip()}")
         return json.loads(p.stdout)
 
+    def inject(self, *, src: str, dst: str, inner_src: str, inner_dst: str, sport: int, dport: int = 7,
+               count: int = 1) -> str:
+        """Send hand-made MAP-E UDP packets (IPv4 in IPv6) from the access network, as a lying CE
+        would: outer ``src`` (any address, typically a CE's MAP address) → ``dst`` (a BR).
+
+        From the testbed side, so a CE under test needs nothing installed (OpenBSD has no python3)."""
+        st = self.status
+        if not st.access_netns:
+            raise TestbedError(f"testbed {self.run_dir.name} has no access-network host (made by an older mapelab); "
+                               "bring it up again")
+        argv = ["ip", "netns", "exec", st.access_netns, sys.executable, "-m", "mapelab.testbed.inject",
+                "--src", src, "--dst", dst, "--inner-src", inner_src, "--inner-dst", inner_dst,
+                "--sport", str(sport), "--dport", str(dport), "--count", str(count)]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                           cwd=str(Path(__file__).resolve().parents[2]))
+        if p.returncode != 0:
+            raise TestbedError(f"injecting from {st.access_netns} failed (exit {p.returncode}): "
+                               f"{p.stderr.strip()[-300:]}")
+        return p.stdout.strip()
+
     def flows(self, **match: Any) -> list[dict[str, Any]]:
         """The internet's flow records (``proto="tcp"``, ``src=...`` filter by equality)."""
         path = self.run_dir / "inet-flows.jsonl"

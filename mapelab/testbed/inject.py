@@ -1,11 +1,12 @@
-"""Send one hand-made MAP-E packet from wherever this runs: the e2e suite's spoofing CE.
+"""Send hand-made MAP-E packets from wherever this runs: the e2e suite's spoofing customer.
 
 ``python -m mapelab.testbed.inject --src MAP --dst BR --inner-src A.B.C.D --inner-dst E.F.G.H
 --sport N [--dport 7] [--count K]`` encapsulates a UDP datagram in IPv6 (protocol 4, no
-encapsulation limit) and sends it from ``--src``.  Run on a CE (through the CE driver's
-``run_in_ce``), it plays a customer that lies about its port or address — what a BR's
-anti-spoofing check (RFC 7597 §8.1) must drop and count.  Depends only on ``mapelab.netio``,
-so it runs inside a Linux VM CE too.
+encapsulation limit) and sends it from ``--src``.  The suite runs it on the testbed's
+access-network host (``Testbed.inject``), where ``--src`` may be an address the host does not
+own (``ip_nonlocal_bind``): it plays a customer that lies about its port or address — what a
+BR's anti-spoofing check (RFC 7597 §8.1) must drop and count — without anything installed on
+the CE under test.  Depends only on ``mapelab.netio``.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
+from mapelab.netio import dhcp6 as w
+
 ALL_NODES = "ff02::1"
 ETH_P_IPV6 = 0x86DD
 ETH_P_ALL = 0x0003
@@ -91,38 +93,15 @@ def pd_socket(ifindex: int) -> socket.socket:
     return s
 
 
-def _options(data: bytes):
-    pos = 0
-    while pos + 4 <= len(data):
-        code, length = struct.unpack_from("!HH", data, pos)
-        yield code, data[pos + 4 : pos + 4 + length]
-        pos += 4 + length
-
-
 def parse_reply(frame: bytes) -> list[Delegation]:
-    """Delegations in a DHCPv6 REPLY (7) from the server; [] for anything else."""
-    if len(frame) < 14 + 40 + 8 + 4 or struct.unpack_from("!H", frame, 12)[0] != ETH_P_IPV6:
+    """Delegations in a DHCPv6 REPLY from the server; [] for any other frame.
+
+    A REPLY that does not decode raises :class:`mapelab.netio.dhcp6.Dhcp6Error` (the caller
+    notes it): a route must never come from a half-read message.
+    """
+    seen = w.server_message_in_frame(frame)
+    if seen is None or seen[1].msg_type != w.REPLY:
         return []
-    ip6 = frame[14:]
-    if ip6[6] != 17:  # only UDP without extension headers (what Kea sends)
-        return []
-    dst = IPv6Address(ip6[24:40])
-    udp = ip6[40:]
-    sport, dport = struct.unpack_from("!HH", udp, 0)
-    if sport != 547 or dport != 546:
-        return []
-    msg = udp[8:]
-    if not msg or msg[0] != 7:
-        return []
-    out = []
-    for code, body in _options(msg[4:]):
-        if code != 25 or len(body) < 12:
-            continue
-        for sub, sbody in _options(body[12:]):
-            if sub == 26 and len(sbody) >= 25:
-                _pref, valid, plen = struct.unpack_from("!IIB", sbody, 0)
-                if plen > 128:
-                    continue
-                prefix = IPv6Network((int.from_bytes(sbody[9:25], "big"), plen), strict=False)
-                out.append(Delegation(dst, prefix, valid))
-    return out
+    client, msg = seen
+    return [Delegation(client, p.prefix, p.valid)
+            for body in msg.get_all(w.OPT_IA_PD) for p in w.decode_ia_pd(body).prefixes]

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 
 from mapelab.mape import encode_container
 from mapelab.mape.codec import encode_option
+from mapelab.netio import dhcp6 as w
 
-SOLICIT, ADVERTISE, REQUEST, RENEW, REBIND, REPLY = 1, 2, 3, 5, 6, 7
 SERVER_DUID = struct.pack("!HI", 2, 2495) + b"mapelab-responder"
 
 
@@ -64,17 +64,34 @@ def valid_container_hex(container) -> str:
 # -- the responder ---------------------------------------------------------------------------
 
 
-def _opts(data: bytes) -> list[tuple[int, bytes]]:
-    out, pos = [], 0
-    while pos + 4 <= len(data):
-        code, length = struct.unpack_from("!HH", data, pos)
-        out.append((code, data[pos + 4 : pos + 4 + length]))
-        pos += 4 + length
-    return out
+def answer(request: bytes, lease_for: Callable[[bytes], IPv6Network | None], timers: tuple[int, int, int, int],
+           raw: bytes | None, always: bool) -> bytes | None:
+    """The ADVERTISE or REPLY to one client message, with ``raw`` appended verbatim; None to stay silent.
 
-
-def _opt(code: int, body: bytes) -> bytes:
-    return struct.pack("!HH", code, len(body)) + body
+    A client message that does not decode is not answered (and not guessed at): the error goes
+    to stderr, the responder's log.
+    """
+    try:
+        msg = w.Message.decode(request)
+        asked = set(msg.oro())
+        ia = w.decode_ia_pd(msg.get(w.OPT_IA_PD)) if msg.get(w.OPT_IA_PD) is not None else None
+    except w.Dhcp6Error as e:
+        print(f"responder: malformed client message ignored: {e}", file=sys.stderr, flush=True)
+        return None
+    client = msg.get(w.OPT_CLIENTID)
+    if msg.msg_type not in (w.SOLICIT, w.REQUEST, w.RENEW, w.REBIND) or client is None:
+        return None
+    prefix = lease_for(client)
+    if prefix is None:
+        return None  # the pool is exhausted
+    t1, t2, pref, valid = timers
+    opts: list[tuple[int, bytes]] = [(w.OPT_CLIENTID, client), (w.OPT_SERVERID, SERVER_DUID)]
+    if ia is not None:
+        opts.append((w.OPT_IA_PD, w.encode_ia_pd(ia.iaid, (w.IaPrefix(prefix, pref, valid),), t1, t2)[4:]))
+    body = w.Message(w.ADVERTISE if msg.msg_type == w.SOLICIT else w.REPLY, msg.txid, tuple(opts)).encode()
+    if raw is not None and (always or w.OPT_S46_CONT_MAPE in asked):
+        body += raw  # verbatim, last: its header may claim more than the packet holds
+    return body
 
 
 def serve(iface: str, pool: IPv6Network, delegated_len: int, timers: tuple[int, int, int, int],
@@ -83,40 +100,27 @@ def serve(iface: str, pool: IPv6Network, delegated_len: int, timers: tuple[int, 
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
-    s.bind(("::", 547, 0, 0))
-    mreq = socket.inet_pton(socket.AF_INET6, "ff02::1:2") + struct.pack("@I", ifindex)
+    s.bind(("::", w.SERVER_PORT, 0, 0))
+    mreq = socket.inet_pton(socket.AF_INET6, w.ALL_SERVERS) + struct.pack("@I", ifindex)
     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
     prefixes = pool.subnets(new_prefix=delegated_len)
     leases: dict[bytes, IPv6Network] = {}
-    t1, t2, pref, valid = timers
+
+    def lease_for(client: bytes) -> IPv6Network | None:
+        if client not in leases:
+            nxt = next(prefixes, None)
+            if nxt is None:
+                return None
+            leases[client] = nxt
+        return leases[client]
+
     if ready is not None:
         ready.write_text("ready\n")
-    for _ in itertools.count():
+    while True:
         data, addr = s.recvfrom(65535)
-        if len(data) < 4 or data[0] not in (SOLICIT, REQUEST, RENEW, REBIND):
-            continue
-        opts = _opts(data[4:])
-        client = next((b for c, b in opts if c == 1), None)
-        if client is None:
-            continue
-        oro = next((b for c, b in opts if c == 6), b"")
-        asked = {int.from_bytes(oro[i : i + 2], "big") for i in range(0, len(oro) - 1, 2)}
-        ia = next((b for c, b in opts if c == 25), None)
-        iaid = ia[:4] if ia and len(ia) >= 4 else b"\0\0\0\1"
-        if client not in leases:
-            try:
-                leases[client] = next(prefixes)
-            except StopIteration:
-                continue
-        p = leases[client]
-        iaprefix = _opt(26, struct.pack("!IIB", pref, valid, p.prefixlen) + p.network_address.packed)
-        body = _opt(1, client) + _opt(2, SERVER_DUID)
-        if ia is not None:
-            body += _opt(25, iaid + struct.pack("!II", t1, t2) + iaprefix)
-        if raw is not None and (always or 94 in asked):
-            body += raw  # verbatim, last: its header may claim more than the packet holds
-        mtype = ADVERTISE if data[0] == SOLICIT else REPLY
-        s.sendto(bytes([mtype]) + data[1:4] + body, addr)
+        reply = answer(data, lease_for, timers, raw, always)
+        if reply is not None:
+            s.sendto(reply, addr)
 
 
 def main(argv: list[str] | None = None) -> int:

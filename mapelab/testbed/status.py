@@ -49,6 +49,8 @@ class TestbedStatus:
     br_address: IPv6Address
     inet_addresses: tuple[IPv4Address, ...]
     slots: tuple[CeSlot, ...]
+    #: a host on the access network (the CEs' WAN link) that injects what no honest CE sends
+    access_netns: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

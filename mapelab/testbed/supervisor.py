@@ -34,6 +34,7 @@ from typing import Any
 
 from mapelab import scenario as scenario_mod
 from mapelab.files import atomic_write as write_atomic
+from mapelab.netio.dhcp6 import Dhcp6Error
 from mapelab.scenario import Scenario
 
 from . import netns as nn
@@ -310,6 +311,7 @@ class Supervisor:
             br_address=self.plan.brs[0],
             inet_addresses=topology.INET_SERVICE,
             slots=lay.slots,
+            access_netns=lay.access,
             extra={
                 "scenario_path": str(self.scenario.path),
                 "effective_scenario": str(self.run_dir / "scenario.toml"),  # with this run's BRs, pool, CEs
@@ -398,7 +400,12 @@ class Supervisor:
                 frame = self.pd_sock.recv(65535)
             except BlockingIOError:
                 return
-            for d in ra.parse_reply(frame):
+            try:
+                delegations = ra.parse_reply(frame)
+            except Dhcp6Error as e:
+                self.note(f"malformed DHCPv6 REPLY on the WAN bridge, no route taken from it: {e}")
+                continue
+            for d in delegations:
                 self.delegation(d)
 
     def delegation(self, d: ra.Delegation) -> None:

@@ -4,7 +4,13 @@ Picture (one run, prefix ``ml1a2b-``; namespaces in capitals)::
 
     INET ──veth── ISP ──bridge wbr── veth ── CE1 ──veth── LAN1
     (TCP/UDP/ICMP   (Kea, RAs, BR     ├──── veth ── CE2 ──veth── LAN2
-     servers)        TUN, routes)     └──── veth(root) ── root bridge ── TAP (VM slot)
+     servers)        TUN, routes)     ├──── veth(root) ── root bridge ── TAP (VM slot)
+                                      └──── veth ── ACC (a host on the access network)
+
+ACC is where the suite injects what no honest CE sends — spoofed MAP-E packets, ICMP from a
+router that is not the BR — so a CE under test needs nothing installed for it: packets reach the
+ISP's WAN bridge exactly as a CE's would.  It may send from addresses it does not own
+(``net.ipv6.ip_nonlocal_bind``).
 
 Every namespace, bridge, veth and TAP name starts with the run's prefix (``ml`` + 4 hex + ``-``,
 7 characters, so the longest name ``ml1a2b-c12wb`` stays far below IFNAMSIZ 15).  VM slots need
@@ -63,6 +69,10 @@ class Layout:
     def lan_ns(self, i: int) -> str:
         return f"{self.prefix}lan{i}"
 
+    @property
+    def access(self) -> str:
+        return f"{self.prefix}acc"
+
     # links
     @property
     def wan_bridge(self) -> str:
@@ -91,6 +101,14 @@ class Layout:
 
     def lan_host_if(self, i: int) -> str:
         return f"{self.prefix}l{i}h"
+
+    @property
+    def access_if(self) -> str:
+        return f"{self.prefix}aw"
+
+    @property
+    def access_port(self) -> str:
+        return f"{self.prefix}awb"
 
     # VM plumbing (root namespace)
     @property
@@ -128,12 +146,16 @@ class Layout:
         return self.wan_subnet.network_address + 1
 
     @property
+    def access_address(self) -> IPv6Address:
+        return self.wan_subnet.network_address + 0xACC
+
+    @property
     def wan_mtu(self) -> int:
         return self.scenario.wan_mtu
 
     @property
     def namespaces(self) -> list[str]:
-        out = [self.isp, self.inet]
+        out = [self.isp, self.inet, self.access]
         for i in range(1, self.ces + 1):
             if i not in self.vm_slots:
                 out.append(self.ce_ns(i))
@@ -179,13 +201,18 @@ def build(lay: Layout) -> None:
         nn.sysctls(ns, _NS_SYSCTLS)
     nn.sysctls(lay.isp, {"net.ipv6.conf.all.forwarding": 1, "net.ipv4.ip_forward": 1})
     mtu = lay.wan_mtu
+    nn.sysctls(lay.access, {"net.ipv6.ip_nonlocal_bind": 1, "net.ipv6.conf.all.accept_ra": 0,
+                            "net.ipv6.conf.default.accept_ra": 0})
     root: list[str] = [
         f"link add {lay.isp_inet_if} netns {lay.isp} type veth peer name {lay.inet_if} netns {lay.inet}",
+        f"link add {lay.access_if} mtu {mtu} netns {lay.access} type veth peer name {lay.access_port} "
+        f"mtu {mtu} netns {lay.isp}",
     ]
     isp: list[str] = [
         "link set lo up",
         f"link add {lay.wan_bridge} type bridge stp_state 0 forward_delay 0",
         f"link set {lay.wan_bridge} mtu {mtu}",
+        f"link set {lay.access_port} master {lay.wan_bridge} up",
     ]
     for i in range(1, lay.ces + 1):
         lp = lan_prefix(i)
@@ -241,6 +268,9 @@ def build(lay: Layout) -> None:
         f"route add {INET_SERVICE_NET} via {ISP_INET_INET}",
     ]
     nn.ip_batch(isp, lay.isp)
+    nn.ip_batch(["link set lo up", f"link set {lay.access_if} up",
+                 f"addr add {lay.access_address}/64 dev {lay.access_if}",
+                 f"route add default via {lay.isp_wan_address}"], lay.access)
     inet = [
         "link set lo up",
         f"link set {lay.inet_if} up",

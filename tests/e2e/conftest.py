@@ -23,7 +23,7 @@ import pytest
 
 from mapelab import scenario as scenario_mod
 from mapelab.ce import driver as ce_driver
-from mapelab.ce.driver import CeDriver, CeParams
+from mapelab.ce.driver import CeDriver, CeParams, Unsupported
 from mapelab.e2e.select import choose_backend
 from mapelab.scenario import Scenario
 from mapelab.summary import RunSummary, TestVerdict
@@ -123,6 +123,12 @@ SUMMARY = pytest.StashKey[RunSummary]()
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
+    if call.excinfo is not None and call.excinfo.errisinstance(Unsupported):
+        # The third verdict: not a failure of the CE, not a pass, and not a silent skip.
+        reason = f"unsupported: {call.excinfo.value}"
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, reason)
+        report.mapelab_unsupported = reason
     summary = item.config.stash.get(SUMMARY, None)
     if summary is None:
         return
@@ -133,7 +139,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         elif report.outcome == "failed":
             reason = str(report.longrepr).strip().splitlines()[-1][:300]
         outcome_name = "error" if report.when == "setup" and report.outcome == "failed" else report.outcome
+        if getattr(report, "mapelab_unsupported", None):
+            outcome_name = "unsupported"
         summary.add_test(TestVerdict(item.nodeid, outcome_name, round(report.duration, 2), reason=reason))
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:
+    if getattr(report, "mapelab_unsupported", None):
+        return "unsupported", "U", ("UNSUPPORTED", {"yellow": True})
+    return None
 
 
 @pytest.fixture
@@ -184,11 +198,13 @@ def start_site(scenario: Scenario, backend: str, workdir: Path, summary: RunSumm
         raise
     site = Site(scenario, bed, drivers, params)
     if summary is not None:
-        for i, p in enumerate(params):
+        for i, (d, p) in enumerate(zip(drivers, params, strict=True)):
             summary.add_ce(site.name(i), {
                 "ipv4": str(p.ipv4), "psid": p.psid, "psid_len": p.psid_len, "psid_offset": p.psid_offset,
                 "map_address": str(p.map_address), "delegated_prefix": str(p.delegated_prefix),
                 "br": str(p.br), "testbed_run": str(bed.run_dir),
+                "ce": d.describe(), "system": dict(d.state().system),
+                "capabilities": d.capabilities().as_dict(),
             }, p.port_set.ranges())
     return site
 

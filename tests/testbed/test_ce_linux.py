@@ -41,6 +41,7 @@ import pytest
 from mapelab import scenario as scenarios
 from mapelab.ce import CeParams, create
 from mapelab.ce.backend_linux import LinuxNetnsCe
+from mapelab.ce.driver import CeState
 from mapelab.netio.packets import Malformed, parse
 from mapelab.testbed import api
 from mapelab.testbed.netns import entered
@@ -418,7 +419,7 @@ def nft_netns() -> Iterator[str]:
 @pytest.mark.parametrize("name", ALL_SCENARIOS)
 def test_every_scenario_ruleset_loads_in_nft(nft_netns: str, name: str) -> None:
     """The rendered table is accepted by the real nft (syntax and kernel), for every scenario."""
-    from mapelab.ce.nat import NatPlan, render
+    from mapelab.ce.daemon.nat import NatPlan, render
 
     try:
         text = render(scenarios.load(name).derive(), NatPlan("mape0", 1452))
@@ -443,11 +444,11 @@ def test_provisioning_equals_model_and_traffic_stays_in_port_set(bed: Bed, name:
         assert got == CeParams.from_mape(model), got.differences(model)
         assert took < 6, f"provisioning took {took:.1f}s"
         st = ce.state()
-        assert st["tunnel"]["mtu"] == bed.scenario.wan_mtu - 40
-        assert st["tunnel"]["mss"] == bed.scenario.wan_mtu - 80
+        assert st.tunnel.mtu == bed.scenario.wan_mtu - 40
+        assert st.tunnel.mss == bed.scenario.wan_mtu - 80
         restricted = model.port_set.restricted
-        assert len(st["nat_rules"]["psmap"]) == (len(model.port_set.ranges()) if restricted else 0)
-        addrs = json.dumps(st["live"]["addresses"])
+        assert st.nat.port_ranges == (tuple(model.port_set.ranges()) if restricted else None)
+        addrs = json.dumps(st.live["addresses"])
         assert str(model.map_address) in addrs and str(model.ipv4) in addrs
         bed.tb.wait_delegated(str(got.delegated_prefix))  # the ISP routes the prefix (the BR can answer)
         # Traffic: UDP flows and pings from the LAN come back, and every port on the wire is ours.
@@ -467,7 +468,7 @@ def test_provisioning_equals_model_and_traffic_stays_in_port_set(bed: Bed, name:
         assert len([f for f in arrived if f["proto"] == "udp"]) >= flows, arrived
         assert {f["src"] for f in arrived} == {str(model.ipv4)}
         assert all(f["sport"] in model.port_set for f in arrived), arrived
-        counters = ce.state()["counters"]
+        counters = ce.state().counters
         assert counters.get("tx-drop-outside-set", 0) == 0
     finally:
         ce.teardown()
@@ -495,7 +496,7 @@ def test_exhaustion_refuses_excess_and_never_leaks(bed: Bed) -> None:
         assert all(r["sport"] in model.port_set for r in seen)
         assert len({r["sport"] for r in seen}) == size
         st = ce.state()
-        assert st["counters"].get("tx-drop-outside-set", 0) == 0
+        assert st.counters.get("tx-drop-outside-set", 0) == 0
         time.sleep(1.0)  # 2.5 s after the old flows' last packets: their conntrack entries (2 s) expired
         assert lan_udp(bed, size) == size, "new flows work again once the old ones ended"
     finally:
@@ -508,23 +509,23 @@ def test_renew_at_t1_unchanged_then_withdraw_and_renumber(bed: Bed) -> None:
     try:
         first = ce.wait_provisioned(20)
         st = ce.state()
-        gen, seen_events = st["generation"], len(st["events"])
+        gen, seen_events = st.generation, len(st.events)
 
-        def renewed() -> dict[str, Any] | None:
+        def renewed() -> CeState | None:
             now = ce.state()
-            return now if now["counters"].get("dhcp-sent-RENEW") and len(now["events"]) > seen_events else None
+            return now if now.counters.get("dhcp-sent-RENEW") and len(now.events) > seen_events else None
 
         st = wait_for("a RENEW at T1 = 3 s and the event of its REPLY", renewed, 4.5)
-        assert st["counters"].get("dhcp-sent-RENEW", 0) >= 1, st["counters"]
-        assert st["generation"] == gen, "an unchanged renewal must not re-apply"
-        assert any(e["kind"] == "unchanged" for e in st["events"])
+        assert st.counters.get("dhcp-sent-RENEW", 0) >= 1, st.counters
+        assert st.generation == gen, "an unchanged renewal must not re-apply"
+        assert any(e["kind"] == "unchanged" for e in st.events)
         # Option 94 withdrawn by the server → IPv4 torn down at the next renewal.
         bed.tb.withdraw()
         ce.renew()
         ce.wait_withdrawn(10)
         st = ce.state()
-        assert st["params"] is None and "mape0" not in json.dumps(st["live"]["addresses"])
-        assert "default" not in json.dumps(st["live"]["routes4"])
+        assert st.params is None and "mape0" not in json.dumps(st.live["addresses"])
+        assert "default" not in json.dumps(st.live["routes4"])
         # Back, then renumbered: a new pool gives a new prefix, hence new IPv4/PSID/MAP address.
         bed.tb.restore()
         ce.renew()
@@ -588,8 +589,8 @@ def test_lease_expiry_withdraws(bed: Bed) -> None:
         try:
             ce.wait_withdrawn(12)
             st = ce.state()
-            assert any(e["kind"] == "expired" for e in st["events"])
-            assert st["counters"].get("dhcp-sent-REBIND", 0) >= 1
+            assert any(e["kind"] == "expired" for e in st.events)
+            assert st.counters.get("dhcp-sent-REBIND", 0) >= 1
         finally:
             bed.tb.use_kea()
         ce.wait_provisioned(20)  # and it comes back once the server answers
@@ -651,7 +652,7 @@ def test_decapsulation_checks_spoofing_and_port_set(bed: Bed) -> None:
         keys = ("rx-drop-spoof-no-rule", "rx-drop-port-outside-set", "rx-drop-not-our-address", "rx-packets")
 
         def counted() -> dict[str, int] | None:
-            c = ce.state()["counters"]
+            c = dict(ce.state().counters)
             return c if all(c.get(k) for k in keys) else None
 
         # state.json gets the counters at most once a second; all four keys counted = all four packets seen
@@ -688,12 +689,15 @@ def test_fault_ignore_renumbering_keeps_old_parameters(bed: Bed) -> None:
         first = ce.wait_provisioned(20)
         new_pool = IPv6Network(bed.tb.renumber())
         ce.renew()
-        wait_for("the lease moving to the new pool", lambda: IPv6Network(
-            (ce.state().get("lease") or {}).get("prefix") or "::/0").subnet_of(new_pool), 5.0)
+        def lease_prefix() -> IPv6Network:
+            lease = ce.state().lease
+            return lease.prefix if lease and lease.prefix else IPv6Network("::/0")
+
+        wait_for("the lease moving to the new pool", lambda: lease_prefix().subnet_of(new_pool), 5.0)
         time.sleep(0.5)  # what a working CE would re-apply by now
         st = ce.state()
-        assert IPv6Network(st["lease"]["prefix"]).subnet_of(new_pool)
-        assert CeParams.from_json(st["params"]) == first
+        assert st.lease is not None and st.lease.prefix is not None and st.lease.prefix.subnet_of(new_pool)
+        assert st.params == first
     finally:
         ce.teardown()
 

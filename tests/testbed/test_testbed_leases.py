@@ -84,6 +84,7 @@ def test_responder_sends_wire_errors(make_testbed, fault: str) -> None:  # noqa:
     reply = probe(tb)["reply"]
     assert reply["prefixes"] == [{"prefix": str(scn.first_prefix()), "preferred": 40, "valid": 60}]
     assert reply["raw"].endswith(raw.hex()), "the bytes must go out verbatim"
+    assert (reply["malformed"] is not None) == (fault != "prefix-longer-than-bytes"), reply["malformed"]
     with pytest.raises(CodecError):
         _good_c, discarded = mape_containers(raw)
         if discarded:

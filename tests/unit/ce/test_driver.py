@@ -9,7 +9,7 @@ import pytest
 from mapelab import scenario as scenarios
 from mapelab.ce import CeError, CeParams, LanHost, available, backend, create
 from mapelab.ce.backend_linux import LinuxNetnsCe
-from mapelab.ce.linux import params_to_json
+from mapelab.ce.daemon.service import params_to_json
 from mapelab.ce.reference import nat_summary
 from mapelab.testbed.status import CeSlot
 
@@ -65,3 +65,33 @@ def test_nat_summary_reads_counters_by_comment() -> None:
     ]}
     s = nat_summary(nft)
     assert s["psmap"] == [[0, 1]] and s["counters"] == {"egress-wrong-address": 3} and s["rules"] == 1
+
+
+def test_capabilities_say_why_one_is_missing_and_require_reports_unsupported(tmp_path) -> None:
+    from mapelab.ce.driver import Capability, Unsupported
+
+    ce = LinuxNetnsCe(tmp_path, capabilities_off=["renew"])
+    caps = ce.capabilities()
+    assert Capability.RESTART in caps and Capability.RENEW not in caps
+    assert "switched off" in caps.reason(Capability.RENEW)
+    assert caps.as_dict()["flap-wan"] == "the reference CE does not implement it"
+    with pytest.raises(Unsupported, match="renew needs renew, which the linux CE lacks: switched off"):
+        ce.renew()
+    with pytest.raises(CeError, match="known capabilities are"):
+        LinuxNetnsCe(tmp_path, capabilities_off=["teleport"])
+
+
+def test_state_from_daemon_reads_ranges_from_the_psmap() -> None:
+    from mapelab.ce.reference import state_from_daemon
+
+    p = scenarios.load("cosmote-like").derive()
+    nft = {"nftables": [{"map": {"name": "psmap", "elem": [
+        [i, {"concat": [str(p.ipv4), {"range": list(r)}]}] for i, r in enumerate(p.port_set.ranges())]}}]}
+    st = state_from_daemon("linux", True, {"status": "provisioned", "params": params_to_json(p), "generation": 2,
+                                           "tunnel": {"name": "mape0", "mtu": 1452, "mss": 1412}},
+                           {"nft": nft}, {"os": "Linux"})
+    assert st.params == CeParams.from_mape(p) and st.generation == 2 and st.tunnel.mss == 1412
+    assert st.nat.port_ranges == tuple(p.port_set.ranges())
+    assert st.to_json()["tunnel"]["mtu"] == 1452
+    empty = state_from_daemon("linux", False, {}, {}, {})
+    assert empty.status == "stopped" and empty.params is None and empty.generation is None

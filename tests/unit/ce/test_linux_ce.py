@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from mapelab import scenario as scenarios
-from mapelab.ce import linux, system
-from mapelab.ce.dhcp6client import Lease, LeaseEvent
+from mapelab.ce.daemon import service as linux
+from mapelab.ce.daemon import system
+from mapelab.ce.daemon.dhcp6client import Lease, LeaseEvent
 from mapelab.mape.codec import Container
 
 SC = scenarios.load("cosmote-like")

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from mapelab import scenario as scenarios
-from mapelab.ce.nat import NatPlan, render, render_delete
+from mapelab.ce.daemon.nat import NatPlan, render, render_delete
 from mapelab.mape import MapeParams
 
 PLAN = NatPlan("mape0", 1452)

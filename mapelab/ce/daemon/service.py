@@ -1,4 +1,4 @@
-"""The reference Linux MAP-E CE daemon: ``python -m mapelab.ce.linux --wan IF --lan IF ...``.
+"""The reference Linux MAP-E CE daemon: ``python -m mapelab.ce.daemon --wan IF --lan IF ...``.
 
 Why it exists: the e2e suite must prove every assertion against a CE that runs on every commit
 (the OpenBSD CE cannot run everywhere), so mapelab carries a small, strict CE of its own.  It needs
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from mapelab.mape import MapeError, MapeParams, derive, spoof_reason, tunnel_destination
+from mapelab.netio.dhcp6 import duid_ll
 
 from . import nat, system
 from .dhcp6client import (
@@ -50,7 +51,6 @@ from .dhcp6client import (
     Lease,
     LeaseEvent,
     default_iaid,
-    duid_ll,
     interface_mac,
     wait_link_local,
 )
@@ -567,7 +567,7 @@ def run(opts: Options) -> int:
 
 def parse_args(argv: list[str] | None = None) -> Options:
     ap = argparse.ArgumentParser(
-        prog="python -m mapelab.ce.linux",
+        prog="python -m mapelab.ce.daemon",
         description="mapelab's reference MAP-E CE (RFC 7597): DHCPv6 PD + option 94 → tunnel, port-set NAT.",
     )
     ap.add_argument("--wan", required=True, help="WAN interface (DHCPv6, MAP address, tunnel)")
@@ -603,11 +603,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
-        print("mapelab.ce.linux: must run as root (it configures interfaces and nftables)", file=sys.stderr)
+        print("mapelab.ce.daemon: must run as root (it configures interfaces and nftables)", file=sys.stderr)
         return 2
     socket.setdefaulttimeout(None)
     return run(parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,51 +18,49 @@ from __future__ import annotations
 import logging
 import random
 import socket
-import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 
 from mapelab.mape import CodecError, Container, mape_containers
+from mapelab.netio.dhcp6 import (
+    ADVERTISE,
+    ALL_SERVERS,
+    CLIENT_PORT,
+    INFINITY,
+    MSG_NAMES,
+    OPT_CLIENTID,
+    OPT_DNS_SERVERS,
+    OPT_DOMAIN_LIST,
+    OPT_IA_PD,
+    OPT_PREFERENCE,
+    OPT_S46_CONT_MAPE,
+    OPT_SERVERID,
+    OPT_STATUS_CODE,
+    REBIND,
+    RELEASE,
+    RENEW,
+    REPLY,
+    REQUEST,
+    SERVER_PORT,
+    SOLICIT,
+    STATUS_NAMES,
+    STATUS_SUCCESS,
+    Dhcp6Error,
+    IaPrefix,
+    Message,
+    client_message,
+    decode_ia_pd,
+    encode_ia_pd,
+    status_code,
+)
 
 log = logging.getLogger("mapelab.ce.dhcp6")
 
-# -- protocol constants (RFC 8415 §7, §21; RFC 3646; RFC 7598) --------------------------------------
+# -- protocol (the wire format is mapelab.netio.dhcp6's) -------------------------------------------
 
-SOLICIT, ADVERTISE, REQUEST, CONFIRM, RENEW, REBIND, REPLY, RELEASE, DECLINE, RECONFIGURE = range(1, 11)
-MSG_NAMES = {
-    1: "SOLICIT", 2: "ADVERTISE", 3: "REQUEST", 4: "CONFIRM", 5: "RENEW", 6: "REBIND", 7: "REPLY",
-    8: "RELEASE", 9: "DECLINE", 10: "RECONFIGURE", 11: "INFORMATION-REQUEST",
-}
-OPT_CLIENTID = 1
-OPT_SERVERID = 2
-OPT_ORO = 6
-OPT_PREFERENCE = 7
-OPT_ELAPSED_TIME = 8
-OPT_STATUS_CODE = 13
-OPT_DNS_SERVERS = 23
-OPT_DOMAIN_LIST = 24
-OPT_IA_PD = 25
-OPT_IAPREFIX = 26
-OPT_S46_CONT_MAPE = 94
-
-STATUS_SUCCESS = 0
-STATUS_UNSPEC_FAIL = 1
-STATUS_NO_BINDING = 3
-STATUS_NOT_ON_LINK = 4
-STATUS_USE_MULTICAST = 5
-STATUS_NO_PREFIX_AVAIL = 6
-STATUS_NAMES = {
-    0: "Success", 1: "UnspecFail", 2: "NoAddrsAvail", 3: "NoBinding", 4: "NotOnLink", 5: "UseMulticast",
-    6: "NoPrefixAvail",
-}
-
-CLIENT_PORT = 546
-SERVER_PORT = 547
-ALL_SERVERS = "ff02::1:2"
-INFINITY = 0xFFFFFFFF
 DEFAULT_ORO = (OPT_S46_CONT_MAPE, OPT_DNS_SERVERS, OPT_DOMAIN_LIST)
 
 # RFC 8415 §7.6 transmission parameters: (IRT, MRT, MRC) in seconds / count.
@@ -71,158 +69,6 @@ REQ_TIMEOUT, REQ_MAX_RT, REQ_MAX_RC = 1.0, 30.0, 10
 REN_TIMEOUT, REN_MAX_RT = 10.0, 600.0
 REB_TIMEOUT, REB_MAX_RT = 10.0, 600.0
 REL_TIMEOUT, REL_MAX_RC = 1.0, 4
-
-
-class Dhcp6Error(ValueError):
-    """A DHCPv6 message that cannot be parsed; the text names the offset and what was expected."""
-
-
-# -- wire format ----------------------------------------------------------------------------------
-
-
-def option(code: int, body: bytes = b"") -> bytes:
-    return struct.pack("!HH", code, len(body)) + body
-
-
-def iter_tlvs(data: bytes, where: str = "message") -> Iterator[tuple[int, bytes]]:
-    """Consecutive ``code(16) len(16) body`` options filling ``data`` exactly."""
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < 4:
-            raise Dhcp6Error(f"{where}: {len(data) - pos} trailing byte(s) at offset {pos}, an option needs 4")
-        code, length = struct.unpack_from("!HH", data, pos)
-        if pos + 4 + length > len(data):
-            raise Dhcp6Error(
-                f"{where}: option {code} at offset {pos} says length {length}, only {len(data) - pos - 4} follow"
-            )
-        yield code, data[pos + 4 : pos + 4 + length]
-        pos += 4 + length
-
-
-@dataclass(frozen=True)
-class Message:
-    """One DHCPv6 client/server message: type, 24-bit transaction id, options in wire order."""
-
-    msg_type: int
-    txid: int
-    options: tuple[tuple[int, bytes], ...] = ()
-
-    @property
-    def name(self) -> str:
-        return MSG_NAMES.get(self.msg_type, str(self.msg_type))
-
-    def encode(self) -> bytes:
-        return struct.pack("!I", (self.msg_type << 24) | self.txid) + self.options_bytes()
-
-    def options_bytes(self) -> bytes:
-        return b"".join(option(c, b) for c, b in self.options)
-
-    @classmethod
-    def decode(cls, data: bytes) -> Message:
-        if len(data) < 4:
-            raise Dhcp6Error(f"{len(data)}-byte datagram: a DHCPv6 message has a 4-byte header")
-        head = struct.unpack_from("!I", data)[0]
-        return cls(head >> 24, head & 0xFFFFFF, tuple(iter_tlvs(data[4:])))
-
-    def get(self, code: int) -> bytes | None:
-        for c, b in self.options:
-            if c == code:
-                return b
-        return None
-
-    def get_all(self, code: int) -> list[bytes]:
-        return [b for c, b in self.options if c == code]
-
-
-def duid_ll(mac: bytes, hwtype: int = 1) -> bytes:
-    """DUID-LL (RFC 8415 §11.4): stable across restarts without a state file, which keeps the
-    server handing the same prefix to a restarted CE."""
-    return struct.pack("!HH", 3, hwtype) + mac
-
-
-def status_code(body: bytes | None) -> tuple[int, str]:
-    if body is None:
-        return STATUS_SUCCESS, ""
-    if len(body) < 2:
-        raise Dhcp6Error(f"STATUS_CODE of {len(body)} byte(s): needs at least 2")
-    return struct.unpack_from("!H", body)[0], body[2:].decode("utf-8", "replace")
-
-
-@dataclass(frozen=True)
-class IaPrefix:
-    prefix: IPv6Network
-    preferred: int
-    valid: int
-    status: tuple[int, str] = (STATUS_SUCCESS, "")
-
-
-@dataclass(frozen=True)
-class IaPd:
-    iaid: int
-    t1: int
-    t2: int
-    prefixes: tuple[IaPrefix, ...] = ()
-    status: tuple[int, str] = (STATUS_SUCCESS, "")
-
-
-def encode_ia_pd(iaid: int, prefixes: tuple[IaPrefix, ...] = (), t1: int = 0, t2: int = 0) -> bytes:
-    body = struct.pack("!III", iaid, t1, t2)
-    for p in prefixes:
-        body += option(
-            OPT_IAPREFIX,
-            struct.pack("!IIB", p.preferred, p.valid, p.prefix.prefixlen) + p.prefix.network_address.packed,
-        )
-    return option(OPT_IA_PD, body)
-
-
-def decode_ia_pd(body: bytes) -> IaPd:
-    if len(body) < 12:
-        raise Dhcp6Error(f"IA_PD of {len(body)} byte(s): needs at least 12 (IAID, T1, T2)")
-    iaid, t1, t2 = struct.unpack_from("!III", body)
-    prefixes = []
-    status = (STATUS_SUCCESS, "")
-    for code, sub in iter_tlvs(body[12:], "IA_PD"):
-        if code == OPT_STATUS_CODE:
-            status = status_code(sub)
-        elif code == OPT_IAPREFIX:
-            if len(sub) < 25:
-                raise Dhcp6Error(f"IAPREFIX of {len(sub)} byte(s): needs at least 25")
-            preferred, valid, plen = struct.unpack_from("!IIB", sub)
-            if plen > 128:
-                raise Dhcp6Error(f"IAPREFIX prefix length {plen} > 128")
-            pstatus = (STATUS_SUCCESS, "")
-            for c2, b2 in iter_tlvs(sub[25:], "IAPREFIX"):
-                if c2 == OPT_STATUS_CODE:
-                    pstatus = status_code(b2)
-            try:
-                net = IPv6Network((IPv6Address(sub[9:25]), plen))
-            except ValueError as e:
-                raise Dhcp6Error(f"IAPREFIX {IPv6Address(sub[9:25])}/{plen}: {e}") from None
-            prefixes.append(IaPrefix(net, preferred, valid, pstatus))
-    return IaPd(iaid, t1, t2, tuple(prefixes), status)
-
-
-def build_client_message(
-    msg_type: int,
-    txid: int,
-    duid: bytes,
-    iaid: int,
-    *,
-    elapsed_cs: int = 0,
-    server_duid: bytes | None = None,
-    prefixes: tuple[IaPrefix, ...] = (),
-    oro: tuple[int, ...] = DEFAULT_ORO,
-) -> Message:
-    """SOLICIT, REQUEST, RENEW, REBIND or RELEASE as RFC 8415 §18.2 lists their options."""
-    opts: list[tuple[int, bytes]] = [(OPT_CLIENTID, duid)]
-    if server_duid is not None:
-        opts.append((OPT_SERVERID, server_duid))
-    opts.append((OPT_ELAPSED_TIME, struct.pack("!H", min(0xFFFF, elapsed_cs))))
-    ia = encode_ia_pd(iaid, prefixes)
-    opts.append((OPT_IA_PD, ia[4:]))
-    if msg_type != RELEASE and oro:
-        opts.append((OPT_ORO, b"".join(struct.pack("!H", c) for c in oro)))
-    return Message(msg_type, txid, tuple(opts))
 
 
 # -- the lease ------------------------------------------------------------------------------------
@@ -636,7 +482,7 @@ class Dhcp6Client:
             if ex.msg_type != REBIND:
                 server = self.lease.server_duid
             prefixes = (IaPrefix(self.lease.prefix, 0, 0),)
-        return build_client_message(
+        return client_message(
             ex.msg_type, ex.txid, self.duid, self.iaid, elapsed_cs=elapsed, server_duid=server,
             prefixes=prefixes, oro=self.oro,
         )
