@@ -3,9 +3,9 @@
 A series says ``strip = N`` for each patch; a wrong N makes every file "missing", which
 reads like a stale patch rather than a typo.  Published patches come in both shapes — cvs
 output with paths from /usr/src (``-p0``) and git output with ``a/`` ``b/`` (``-p1``) — so
-mapelab looks: for each level it counts the files the patch modifies that exist there, and the
-new files whose directory exists there.  When the declared level fits fewer files than
-another, the check names both.
+mapelab looks: for each level it counts the files the patch modifies that exist there (or,
+for a patch that only adds files, the new files whose directory exists there: a weaker sign,
+used only then).  When the declared level fits fewer files than another, the check names both.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ class StripFit:
 
 
 def fits(tree: Path, files: list[FilePatch], levels: range = LEVELS) -> list[StripFit]:
-    """For each level: how many files exist (modified ones) or have their directory (new ones)."""
+    """For each level: how many modified files exist (or, with none, how many new files' directories do)."""
+    changed = [fp for fp in files if not fp.is_new]
+    files = changed or files
     out: list[StripFit] = []
     for level in levels:
         found, example = 0, ""
@@ -52,7 +54,7 @@ def warning(name: str, tree: Path, files: list[FilePatch], declared: int) -> str
     best = max(results, key=lambda r: (r.found, -abs(r.strip - declared)))
     if best.found <= mine.found:
         return None
-    first = files[0]
+    first = next((fp for fp in files if not fp.is_new), files[0])
     shown = first.new_path if first.new_path != "/dev/null" else first.old_path
     return (f"{name}: at strip {declared} (-p{declared}) {mine.found} of {mine.total} paths exist in {tree} "
             f"(e.g. {shown} → {strip_path(shown, declared)}), at strip {best.strip} (-p{best.strip}) "

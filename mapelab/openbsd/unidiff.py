@@ -89,10 +89,10 @@ class FilePatch:
         """
         if any(h.startswith("new file mode ") for h in self.header):
             return "git new file mode"
-        if self.old_path == DEV_NULL:
-            return "--- /dev/null"
         if any(h.startswith("diff -N") for h in self.header) and self._first_hunk_is_empty():
             return "cvs diff -N"
+        if self.old_path == DEV_NULL:
+            return "--- /dev/null"
         if self._first_hunk_is_empty():
             return "@@ -0,0 (no /dev/null)"
         return None
