@@ -188,3 +188,37 @@ def test_submission_writes_mails_in_topic_order(tree: Path, tmp_path: Path, caps
     rows = json.loads(capsys.readouterr().out)
     assert [(r["order"], r["topic"]) for r in rows] == [(1, "core"), (2, "ctl"), (3, "regress")]
     assert all((out / f"{t}.mail").is_file() for t in ("core", "ctl", "regress"))
+
+
+def test_status_table_from_check_json(series_file_for_table: tuple[Path, Path], capsys) -> None:
+    """The docs table is regenerated from patch.check --json: one row per patch, a cell per tree."""
+    from mapelab.openbsd import status_table
+    from mapelab.tasks import patches as tasks
+
+    series_path, tree = series_file_for_table
+    tasks.check.body(Context(), series=str(series_path), tree=str(tree), json=True)
+    clean = capsys.readouterr().out
+    edit(tree / LB, "\t\treturn (5);\n", "\t\treturn (55);\n")
+    with pytest.raises(Exit):
+        tasks.check.body(Context(), series=str(series_path), tree=str(tree), json=True)
+    broken = capsys.readouterr().out
+    out_dir = series_path.parent
+    (out_dir / "a.json").write_text(clean)
+    (out_dir / "b.json").write_text(broken)
+    assert status_table.main([f"7.8={out_dir / 'a.json'}", f"7.9={out_dir / 'b.json'}"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == "| patch | 7.8 | 7.9 |"
+    row = text.splitlines()[2]
+    assert row.startswith("| one | clean (1 hunks) | **1 of 1 hunks fail**: sys/net/pf_lb.c hunk 1: removed line")
+    assert status_table.main(["nonsense"]) == 2
+
+
+@pytest.fixture
+def series_file_for_table(tree: Path, twin: Path, tmp_path: Path) -> tuple[Path, Path]:
+    edit(twin / LB, "\t\treturn (5);\n", "\t\treturn (5 + 1);\n")
+    d = tmp_path / "tbl"
+    d.mkdir()
+    (d / "one.diff").write_text(diff_of(tree, twin, [LB]))
+    (d / "s.toml").write_text('release = "7.6"\n[topics.t]\nsubject = "s"\nrationale = "r"\n'
+                              '[[patch]]\nname = "one"\ntopic = "t"\npath = "one.diff"\n')
+    return d / "s.toml", tree
