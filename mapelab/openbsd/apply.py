@@ -1,9 +1,25 @@
 """Apply a parsed patch to a tree and report every hunk: clean, offset N, fuzz N or failed.
 
-The matcher follows the behaviour people know from ``patch(1)`` — look for the hunk's old
-lines at the expected line, then ever further away; if that fails, drop up to ``max_fuzz``
-context lines at each end and search again — but compares lines exactly (never ignoring
-whitespace: a ``diff -b`` artifact must show up, not be papered over).
+mapelab predicts what OpenBSD's own patch(1) does, because that is the patch build-vm runs
+inside the guest (``patch -t -N -E -pN``, :func:`openbsd_patch_command`).  The matcher follows
+usr.bin/patch/patch.c 1.74 and pch.c 1.66 (OpenBSD, 2023; unchanged in 7.8 and 7.9):
+
+- a hunk is looked for where its header says plus the offset OpenBSD's patch carried over
+  from the previous hunk, then one line after, one line before, two after, … within the file;
+- lines are compared exactly (never ignoring whitespace: a ``diff -b`` artifact must show up);
+- if that fails everywhere, fuzz 1 then fuzz 2 are tried, each with the same search; fuzz F
+  leaves out the first F and the last F lines of the hunk's old text, whatever they are, and
+  the most fuzz a hunk gets is the smaller of 2 and the number of context lines before its
+  first change (pch.c's ``p_context``).  GNU patch instead fuzzes only context lines, side by
+  side, and pins a hunk with less trailing context to the end of the file;
+- OpenBSD's patch remembers a hunk's offset relative to its starting guess (``last_offset =
+  offset``), GNU's the total; mapelab searches from OpenBSD's guess and reports the total
+  displacement (the number GNU prints), so the two tools can be compared line for line.
+
+Where OpenBSD's patch(1) would do something silently harmful, mapelab reports a failure
+instead and says so in the reason: a new file that already exists (OpenBSD's patch inserts the
+new text at the top of the existing file), and git's hunk-less empty new files (which it
+skips).
 
 By default nothing is written unless every hunk applies (a half-patched /usr/src is worse
 than none); ``partial=True`` writes what applied and a ``FILE.rej`` beside each failure.
@@ -51,6 +67,7 @@ class HunkResult:
 class FileResult:
     path: str
     hunks: list[HunkResult] = field(default_factory=list)
+    new_file_form: str | None = None  # how the patch says it creates the file (unidiff.FilePatch)
     created: bool = False
     deleted: bool = False
     new_text: str | None = None  # the patched content (None when deleted or nothing applied)
@@ -87,7 +104,7 @@ class ApplyReport:
         lines = [f"{self.patch}:"]
         for f in self.files:
             if f.created:
-                lines.append(f"  {f.path}: new file")
+                lines.append(f"  {f.path}: new file ({f.new_file_form})")
             if f.deleted:
                 lines.append(f"  {f.path}: removed")
             lines.extend("  " + h.describe() for h in f.hunks)
@@ -118,74 +135,163 @@ def join_lines(lines: list[str], eol: bool) -> str:
     return "\n".join(lines) + ("\n" if eol else "")
 
 
-def _context_edges(h: Hunk) -> tuple[int, int]:
-    lead = 0
+MAX_FUZZ = 2  # OpenBSD patch(1)'s default -F
+
+
+def openbsd_patch_command(strip: int, patch_file: str) -> list[str]:
+    """The patch(1) invocation mapelab's verdicts predict, for build-vm to run in the guest.
+
+    -t: never prompt (no file → "No file to patch. Skipping"); -N: a hunk that is already
+    applied is ignored, never reversed (without it, and without a tty, OpenBSD's patch
+    assumes -R); -E: a file a patch empties is removed, as a deletion means.
+    """
+    return ["patch", "-t", "-N", "-E", f"-p{strip}", "-i", patch_file]
+
+
+def openbsd_context(h: Hunk) -> int:
+    """pch.c's ``p_context`` for a unified hunk: the cap on its fuzz.
+
+    The context lines counted before the first change, or — when the hunk starts with a
+    change — those between its first and second change; 100 when there is no such run.
+    """
+    context, best = 0, 100
     for tag, _ in h.lines:
-        if tag != " ":
-            break
-        lead += 1
-    trail = 0
-    for tag, _ in reversed(h.lines):
-        if tag != " ":
-            break
-        trail += 1
-    if lead == len(h.lines):  # context only: never fuzz it away entirely
-        return 0, 0
-    return lead, trail
+        if tag == " ":
+            context += 1
+        elif context > 0:
+            best = min(best, context)
+            context = -1000
+    return best
 
 
-def _find(lines: list[str], old: list[str], expected: int, lower: int) -> int | None:
-    """The position nearest ``expected`` (not before ``lower``) where ``old`` matches exactly."""
-    n, k = len(lines), len(old)
-    if k == 0:
-        return max(lower, min(expected, n))
-    limit = max(expected - lower, n - expected) + 1
-    for d in range(limit + 1):
-        for pos in (expected + d, expected - d) if d else (expected,):
-            if lower <= pos <= n - k and lines[pos : pos + k] == old:
-                return pos
-    return None
+def _matches(lines: list[str], eol: bool, old: list[str], old_no_eol: bool, where: int, fuzz: int) -> bool:
+    """patch.c's patch_match(): ``old`` minus ``fuzz`` lines at each end, at 0-based ``where``."""
+    n = len(lines)
+    for j in range(fuzz, len(old) - fuzz):
+        i = where + j
+        if i < 0 or i >= n or lines[i] != old[j]:
+            return False
+        if i == n - 1 and (not eol) != (old_no_eol and j == len(old) - 1):
+            return False  # the last line's newline must agree too
+    return True
+
+
+def _locate(lines: list[str], eol: bool, h: Hunk, first_guess: int, frozen: int, fuzz: int) -> int | None:
+    """patch.c's locate_hunk(): the 1-based line where the hunk's old text starts, or None."""
+    old = h.old_lines
+    if not old:
+        return first_guess or 1
+    n = len(lines)
+    max_pos = n - first_guess - len(old) + 1
+    max_neg = min(first_guess - frozen - 1 + openbsd_context(h), first_guess - 1)
+    if first_guess <= n and _matches(lines, eol, old, h.old_no_eol, first_guess - 1, fuzz):
+        return first_guess
+    offset = 1
+    while True:
+        after, before = offset <= max_pos, offset <= max_neg
+        if after and _matches(lines, eol, old, h.old_no_eol, first_guess + offset - 1, fuzz):
+            return first_guess + offset
+        if before and _matches(lines, eol, old, h.old_no_eol, first_guess - offset - 1, fuzz):
+            return first_guess - offset
+        if not after and not before:
+            return None
+        offset += 1
+
+
+def explain_failure(lines: list[str], h: Hunk, expected: int) -> str:
+    """Why a hunk found no place: where its old text comes closest, and the first line that differs.
+
+    A reviewer refreshing a patch wants "context line 4 is now X", not "no match"; this is
+    the position (nearest the expected one on ties) where most old lines agree in order.
+    """
+    old = h.old_lines
+    if not old:
+        return "no place where its old lines match"
+    best: tuple[int, int] | None = None  # (agreeing lines, -distance), position
+    best_pos = 0
+    for pos in range(0, max(1, len(lines) - len(old) + 1)):
+        agree = sum(1 for j, t in enumerate(old) if pos + j < len(lines) and lines[pos + j] == t)
+        key = (agree, -abs(pos - (expected - 1)))
+        if best is None or key > best:
+            best, best_pos = key, pos
+    assert best is not None
+    if best[0] == 0:
+        return "none of its old lines are in the file"
+    for j, t in enumerate(old):
+        got = lines[best_pos + j] if best_pos + j < len(lines) else None
+        if got != t:
+            kind = "removed" if h.lines[[k for k, (tag, _) in enumerate(h.lines) if tag in " -"][j]][0] == "-" \
+                else "context"
+            found = "end of file" if got is None else repr(got.strip())
+            return (f"{kind} line {j + 1} of {len(old)} ({t.strip()!r}) does not match line "
+                    f"{best_pos + j + 1} of the file ({found}); {best[0]} of {len(old)} old lines agree there")
+    return "no place where its old lines match"
 
 
 def apply_to_lines(
-    lines: list[str], eol: bool, fp: FilePatch, path: str, max_fuzz: int = 2
+    lines: list[str], eol: bool, fp: FilePatch, path: str, max_fuzz: int = MAX_FUZZ
 ) -> tuple[list[str], bool, list[HunkResult]]:
-    """Apply every hunk of ``fp`` to ``lines``; return the new lines, EOL flag and per-hunk results."""
-    out = list(lines)
+    """Apply every hunk of ``fp`` to ``lines`` as OpenBSD's patch(1) does; new lines, EOL, per-hunk results.
+
+    Hunks are located in the original lines (as patch.c does: its input file never changes
+    while it writes the output), in order, never before what earlier hunks consumed.
+    """
+    out: list[str] = []
+    out_eol = True   # whether the last line written so far ends with a newline
     results: list[HunkResult] = []
-    delta = 0        # net lines added by hunks applied so far
-    last_offset = 0  # where the previous hunk landed relative to its header: later ones likely moved too
-    lower = 0        # hunks apply in order and never overlap
+    frozen = 0       # original lines already consumed (copied or deleted)
+    bsd_offset = 0   # OpenBSD's last_offset: relative to the previous guess, not the header
     for number, h in enumerate(fp.hunks, 1):
-        lead, trail = _context_edges(h)
-        placed = None
-        for fuzz in range(0, max_fuzz + 1):
-            cut_lead, cut_trail = min(fuzz, lead), min(fuzz, trail)
-            if fuzz and cut_lead == 0 and cut_trail == 0:
+        first = h.old_start + (0 if h.old_len else 1)  # pch.c: an empty old side appends after old_start
+        first_guess = first + bsd_offset
+        top = min(max_fuzz, openbsd_context(h))
+        where = fuzz = None
+        for f in range(0, top + 1):
+            where = _locate(lines, eol, h, first_guess, frozen, f)
+            if where is not None:
+                fuzz = f
                 break
-            body = h.lines[cut_lead : len(h.lines) - cut_trail]
-            old = [t for tag, t in body if tag in " -"]
-            new = [t for tag, t in body if tag in " +"]
-            base = (h.old_start - 1 if h.old_len else h.old_start) + cut_lead + delta
-            pos = _find(out, old, base + last_offset, lower)
-            if pos is not None:
-                placed = (pos, old, new, fuzz, pos - base)
-                break
-        if placed is None:
-            results.append(HunkResult(path, number, "failed", reason="no place where its old lines match",
+        old = h.old_lines
+        first_change = next((k for k, (tag, _) in enumerate(h.lines) if tag != " "), len(h.lines))
+        if where is not None and where - 1 + first_change < frozen:
+            where = None  # patch.c: "misordered hunks! output would be garbled" (it aborts)
+        if where is None or fuzz is None:
+            results.append(HunkResult(path, number, "failed", reason=explain_failure(lines, h, first_guess),
                                       reject=h.render()))
             continue
-        pos, old, new, fuzz, offset = placed
-        reaches_end = pos + len(old) == len(out)
-        out[pos : pos + len(old)] = new
-        if reaches_end and (h.old_no_eol or h.new_no_eol or old != new):
-            eol = not h.new_no_eol
-        delta += len(new) - len(old)
-        last_offset = offset
-        lower = pos + len(new)
+        if where != first_guess:
+            bsd_offset = where - first_guess
+        offset = where - first
+        line = where + len(out) - frozen
+        if where - 1 > frozen:
+            out.extend(lines[frozen : where - 1])
+            out_eol = True
+        pos = where - 1
+        k_old = 0
+        for tag, text in h.lines:
+            if tag == " ":
+                if pos >= frozen:
+                    out.append(lines[pos])
+                    out_eol = not (pos == len(lines) - 1 and not eol)
+                pos += 1
+                k_old += 1
+            elif tag == "-":
+                pos += 1
+                k_old += 1
+            else:
+                out.append(text)
+                out_eol = True
+        if h.new_no_eol and h.lines and any(tag == "+" for tag, _ in h.lines):
+            last_new = max(k for k, (tag, _) in enumerate(h.lines) if tag in " +")
+            if h.lines[last_new][0] == "+":
+                out_eol = False
+        frozen = max(frozen, where - 1 + len(old))
         status = "fuzz" if fuzz else ("offset" if offset else "clean")
-        results.append(HunkResult(path, number, status, offset=offset, fuzz=fuzz, line=pos + 1))
-    return out, eol, results
+        results.append(HunkResult(path, number, status, offset=offset, fuzz=fuzz, line=line))
+    if frozen < len(lines):
+        out.extend(lines[frozen:])
+        out_eol = eol
+    return out, (out_eol if out else True), results
 
 
 def _read(path: Path) -> str:
@@ -217,23 +323,17 @@ def apply_patch(
     for fp in files:
         rel = fp.target(strip)
         dest = tree_file(tree, rel)
-        fr = FileResult(rel)
+        fr = FileResult(rel, new_file_form=fp.new_file_form)
         if rel in overlay:
             current = overlay[rel]
         elif dest.is_file():
             current = _read(dest)
         else:
             current = None
-        if current is None and not fp.is_new:
-            for n, h in enumerate(fp.hunks, 1):
-                fr.hunks.append(HunkResult(rel, n, "failed", reason=f"{rel} does not exist in the tree",
-                                           reject=h.render()))
-            report.files.append(fr)
-            continue
-        if current is not None and fp.is_new and current != "":
-            for n, h in enumerate(fp.hunks, 1):
-                fr.hunks.append(HunkResult(rel, n, "failed", reason=f"patch creates {rel} but it already exists",
-                                           reject=h.render()))
+        problem = _file_problem(fp, rel, current)
+        if problem:
+            for n, h in enumerate(fp.hunks or [None], 1):
+                fr.hunks.append(HunkResult(rel, n, "failed", reason=problem, reject=h.render() if h else ""))
             report.files.append(fr)
             continue
         fr.created = current is None
@@ -261,6 +361,25 @@ def apply_patch(
             atomic_write(dest.with_name(dest.name + ".rej"), "".join(rejects).encode(*ENC))
     report.written = True
     return report
+
+
+def _file_problem(fp: FilePatch, rel: str, current: str | None) -> str | None:
+    """Why a file cannot be patched at all (every hunk then fails with this reason), or None."""
+    if not fp.hunks:
+        what = "creates an empty" if fp.is_new else "removes the"
+        return (f"git header {what} file {rel} without a hunk; OpenBSD's patch(1) skips such headers, "
+                f"so {'create' if fp.is_new else 'remove'} it by hand or give the patch a hunk")
+    if current is None and not fp.is_new:
+        return f"{rel} does not exist in the tree"
+    if current is not None and fp.is_new and current != "":
+        new_text = join_lines(fp.hunks[0].new_lines, not fp.hunks[0].new_no_eol)
+        if len(fp.hunks) == 1 and current == new_text:
+            return (f"patch creates {rel} ({fp.new_file_form}) but it already exists with the same text: "
+                    "this patch is already applied")
+        return (f"patch creates {rel} ({fp.new_file_form}) but it already exists in the tree with other text "
+                "(OpenBSD's patch(1) would insert the new lines at the top of it); pick a free name or "
+                "update the patch")
+    return None
 
 
 def tree_file(tree: Path, rel: str) -> Path:

@@ -19,6 +19,18 @@ class FetchError(OpenBSDError):
     """A download that failed or did not match its pinned sha256."""
 
 
+class UnreachableError(FetchError):
+    """The host could not be reached at all: the one download failure a test may skip on.
+
+    A sha256 mismatch, an HTTP error or a truncated transfer are plain :class:`FetchError`s:
+    they mean the bytes are wrong or missing, not that this machine has no route.
+    """
+
+    def __init__(self, message: str, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
 class SignifyError(OpenBSDError):
     """A signature, key or checksum list that does not verify."""
 

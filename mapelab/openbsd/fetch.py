@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import cache_sub, sha256_file
-from .errors import FetchError
+from .errors import FetchError, UnreachableError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int, int | None], None]
@@ -61,10 +61,17 @@ def _download(url: str, part: Path, progress: Progress | None) -> None:
     offset = part.stat().st_size if part.exists() else 0
     try:
         resp = _open(url, offset)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except urllib.error.HTTPError as e:  # the host answered: the URL is wrong, not the network
+        raise FetchError(f"{url}: the server answered HTTP {e.code} ({e.reason}); check the URL") from None
+    except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or e
-        raise FetchError(f"{url}: cannot download ({reason}); check the URL and the network, or use a local copy"
-                         ) from None
+        if url.startswith("file:"):
+            raise FetchError(f"{url}: cannot read it ({reason}); check the path") from None
+        host = urllib.parse.urlparse(url).hostname or url
+        raise UnreachableError(f"{url}: cannot reach {host} ({reason}); check the network, or use a local copy",
+                               host) from None
+    except ValueError as e:
+        raise FetchError(f"{url}: not a URL mapelab can download ({e}); check the series entry") from None
     with resp:
         status = getattr(resp, "status", None)
         if offset and status != 206:

@@ -5,6 +5,8 @@ e.g. ``7.6.toml`` or ``current.toml``)::
 
     release = "7.6"
     description = "…"
+    topic_order = ["pf-mape"]   # optional: the order tech@ reviews the topics (default: order of
+                                # first use in [[patch]], i.e. the order the patches apply)
 
     [topics.pf-mape]
     subject = "pf: map-e-portset pool option for MAP-E CEs (RFC 7597)"
@@ -17,6 +19,10 @@ e.g. ``7.6.toml`` or ``current.toml``)::
     sha256 = "5817…"                     #    or git = "https://…", ref = "<commit>", file = "patch/x.patch"
     strip = 0                            # patch -p level; 0 = paths relative to /usr/src
     releases = ["7.6"]
+
+A piece of work published as several diffs (the dhcp6leased work: core, dhcp6leasectl output,
+regress) is several patches, each with its own topic, so ``invoke submission`` writes one
+mail per piece in ``topic_order``.
 
 A URL or git source without ``sha256`` must say ``unverified = true``: it is then refused
 unless the user passes ``--allow-unverified``.  This keeps third-party text out of the
@@ -89,10 +95,22 @@ class Series:
     description: str
     patches: tuple[PatchRef, ...]
     topics: dict[str, Topic] = field(default_factory=dict)
+    topic_order: tuple[str, ...] = ()
 
     @property
     def unverified(self) -> list[PatchRef]:
         return [p for p in self.patches if p.unverified]
+
+    @property
+    def ordered_topics(self) -> list[str]:
+        """Topics in review order: ``topic_order`` if given, else the order patches first use them."""
+        if self.topic_order:
+            return list(self.topic_order)
+        seen: list[str] = []
+        for p in self.patches:
+            if p.topic not in seen:
+                seen.append(p.topic)
+        return seen + [t for t in self.topics if t not in seen]
 
     def for_topic(self, topic: str) -> list[PatchRef]:
         return [p for p in self.patches if p.topic == topic]
@@ -212,7 +230,24 @@ def load(name_or_path: str) -> Series:
         if p.topic not in topics:
             raise _fail(path, f"patch {p.name!r}: topic {p.topic!r} has no [topics.{p.topic}] table "
                         f"(known: {', '.join(topics) or 'none'})")
-    return Series(path.stem, path, release, str(data.get("description", "")), patches, topics)
+    order = _topic_order(data.get("topic_order"), topics, path)
+    return Series(path.stem, path, release, str(data.get("description", "")), patches, topics, order)
+
+
+def _topic_order(raw: Any, topics: dict[str, Topic], path: Path) -> tuple[str, ...]:
+    """``topic_order``: every topic exactly once, or absent."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+        raise _fail(path, "topic_order must be a list of topic names, e.g. [\"pf-mape\", \"dhcp6leased-core\"]")
+    unknown = [t for t in raw if t not in topics]
+    missing = [t for t in topics if t not in raw]
+    repeated = sorted({t for t in raw if raw.count(t) > 1})
+    if unknown or missing or repeated:
+        bits = [f"unknown {', '.join(unknown)}" if unknown else "", f"missing {', '.join(missing)}" if missing else "",
+                f"repeated {', '.join(repeated)}" if repeated else ""]
+        raise _fail(path, f"topic_order must name every [topics.*] table once ({'; '.join(b for b in bits if b)})")
+    return tuple(raw)
 
 
 def patch_text(ref: PatchRef, *, allow_unverified: bool = False) -> str:

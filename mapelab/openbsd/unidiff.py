@@ -6,6 +6,13 @@ accepts what tech@ mails and the public patches contain: ``cvs diff -uNp`` outpu
 ``RCS file:``, ``retrieving revision``, ``diff …`` lines), plain ``diff -u`` and git diffs,
 with mail prose between files.  Lines keep their exact bytes (no whitespace folding, CRs kept);
 text is handled as UTF-8 with surrogate escapes so any byte round-trips.
+
+A file is *new* in every form OpenBSD's patch(1) (usr.bin/patch/pch.c 1.66) or GNU patch
+creates one from: ``--- /dev/null``; a first hunk ``@@ -0,0 +1,N @@`` whatever the old name
+(pch.c sets ``ok_to_create_file`` from those five characters alone, so ``--- a/X`` / ``+++ b/X``
+creates X as well); cvs's ``diff -N`` shape (which is also ``@@ -0,0``); and git's
+``new file mode`` (with or without a hunk: git writes no hunk for an empty new file).
+Deleted files are ``+++ /dev/null`` or git's ``deleted file mode``.
 """
 
 from __future__ import annotations
@@ -74,16 +81,34 @@ class FilePatch:
     revision: str | None = None
 
     @property
+    def new_file_form(self) -> str | None:
+        """How the patch says it creates the file, or None when it does not.
+
+        The name says which form was seen, so a report can tell the user why mapelab treats
+        the file as new (``@@ -0,0`` without /dev/null surprises people).
+        """
+        if any(h.startswith("new file mode ") for h in self.header):
+            return "git new file mode"
+        if any(h.startswith("diff -N") for h in self.header) and self._first_hunk_is_empty():
+            return "cvs diff -N"
+        if self.old_path == DEV_NULL:
+            return "--- /dev/null"
+        if self._first_hunk_is_empty():
+            return "@@ -0,0 (no /dev/null)"
+        return None
+
+    def _first_hunk_is_empty(self) -> bool:
+        return bool(self.hunks) and self.hunks[0].old_start == 0 and self.hunks[0].old_len == 0
+
+    @property
     def is_new(self) -> bool:
-        """The patch creates the file (``--- /dev/null``, or cvs's ``diff -N`` shape)."""
-        return self.old_path == DEV_NULL or (
-            len(self.hunks) == 1 and self.hunks[0].old_start == 0 and self.hunks[0].old_len == 0
-            and any(h.startswith("diff -N") or (h.startswith("RCS file: ") and ",v" not in h) for h in self.header)
-        )
+        """The patch creates the file (any form in :attr:`new_file_form`)."""
+        return self.new_file_form is not None
 
     @property
     def is_delete(self) -> bool:
-        return self.new_path == DEV_NULL
+        """The patch removes the file (``+++ /dev/null`` or git's ``deleted file mode``)."""
+        return self.new_path == DEV_NULL or any(h.startswith("deleted file mode ") for h in self.header)
 
     def target(self, strip: int) -> str:
         """The path to patch, relative to the tree root, after removing ``strip`` components."""
@@ -104,11 +129,17 @@ class FilePatch:
 
 
 def strip_path(path: str, strip: int) -> str:
-    """Remove ``strip`` leading components, as ``patch -pN`` does."""
+    """Remove up to ``strip`` leading components, as OpenBSD's ``patch -pN`` does.
+
+    Like fetchname() in usr.bin/patch/util.c (1.46), a path with fewer components than
+    ``strip`` keeps its last one rather than being refused: ``-p1`` turns ``Makefile`` into
+    ``Makefile`` and ``-p3`` turns ``a/b`` into ``b``.  A wrong level therefore shows up as
+    missing files, which the strip-level check (:mod:`.striplevel`) names.
+    """
     parts = [p for p in path.split("/") if p not in ("", ".")]
-    if strip > len(parts) - 1:
-        raise PatchError(f"{path}: cannot strip {strip} components; use a smaller strip level (-p)")
-    return "/".join(parts[strip:])
+    if not parts:
+        raise PatchError(f"{path!r}: not a file path; is the ---/+++ header complete?")
+    return "/".join(parts[min(strip, len(parts) - 1):])
 
 
 def _path_of(rest: str) -> str:
@@ -129,6 +160,11 @@ def parse(text: str, where: str = "patch") -> list[FilePatch]:
     i = 0
     while i < len(lines):
         line = lines[i]
+        if line.startswith("diff --git "):
+            _flush_git_header(header, files)
+            header = [line]
+            i += 1
+            continue
         if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
             fp = FilePatch(_path_of(line[4:]), _path_of(lines[i + 1][4:]), header=header)
             for h in header:
@@ -150,11 +186,33 @@ def parse(text: str, where: str = "patch") -> list[FilePatch]:
             files.append(fp)
             continue
         if line.startswith("Index: ") or (line.startswith("diff ") and not header):
+            _flush_git_header(header, files)
             header = [line]
         elif header:
             header.append(line)
         i += 1
+    _flush_git_header(header, files)
     return files
+
+
+def _flush_git_header(header: list[str], files: list[FilePatch]) -> None:
+    """A git header that had no ---/+++ lines: an empty file created or removed, or a mode change.
+
+    Only creation and removal matter to a tree; they become a :class:`FilePatch` without hunks
+    (the applier reports what OpenBSD's patch(1) does with them).
+    """
+    if not header or not header[0].startswith("diff --git "):
+        return
+    if not any(h.startswith(("new file mode ", "deleted file mode ")) for h in header):
+        return
+    m = re.match(r"^diff --git (\S+) (\S+)\s*$", header[0])
+    if not m:
+        return
+    old, new = m.group(1), m.group(2)
+    if any(h.startswith("new file mode ") for h in header):
+        files.append(FilePatch(DEV_NULL, new, header=list(header)))
+    else:
+        files.append(FilePatch(old, DEV_NULL, header=list(header)))
 
 
 def _parse_hunk(lines: list[str], i: int, where: str) -> tuple[Hunk, int]:

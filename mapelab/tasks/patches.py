@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from mapelab.files import atomic_write, cache_sub
-from mapelab.openbsd import components, refresh, sources
+from mapelab.openbsd import components, refresh, sources, striplevel
 from mapelab.openbsd import series as series_mod
 from mapelab.openbsd import submission as sub_mod
 from mapelab.openbsd.apply import apply_patch
@@ -87,17 +88,27 @@ def fetch_src(c, release=None, src=None, git=None, ref=None, mirror=None):
 def _run_series(task_name, s, texts, tree, *, dry_run, partial=False, rejects=True, as_json=False) -> bool:
     overlay: dict[str, str | None] = {}
     reports = []
+    warnings: dict[str, list[str]] = {}
     with _errors(task_name):
         for p in s.patches:
+            notes = warnings.setdefault(p.name, [])
             if s.release not in p.releases:
-                print(f"warning: {p.name} is marked for {', '.join(p.releases)}, not {s.release}")
+                notes.append(f"{p.name} is marked for {', '.join(p.releases)}, not {s.release}")
+            if dry_run:
+                strip_note = striplevel.warning(p.name, tree, parse(texts[p.name], p.name), p.strip)
+                if strip_note:
+                    notes.append(strip_note)
+            for w in notes:
+                print(f"warning: {w}", file=sys.stderr if as_json else sys.stdout)
             rep = apply_patch(tree, texts[p.name], strip=p.strip, dry_run=dry_run, partial=partial,
                               name=p.name, overlay=overlay)
             reports.append(rep)
             if not dry_run and not rep.ok and not partial:
                 break  # later patches would be applied to a tree missing this one
     if as_json:
-        print(jsonlib.dumps([{"patch": r.patch, "ok": r.ok, "written": r.written,
+        print(jsonlib.dumps([{"patch": r.patch, "ok": r.ok, "written": r.written, "warnings": warnings[r.patch],
+                              "files": [{"path": f.path, "new_file_form": f.new_file_form, "created": f.created,
+                                         "deleted": f.deleted} for f in r.files],
                               "hunks": [h.__dict__ for h in r.hunks]} for r in reports], indent=2))
     else:
         for r in reports:
@@ -221,7 +232,7 @@ def plan(c, series=None, release=None, patch=None, strip=0, arch="amd64", allow_
             "json": "print the checks as JSON"})
 def submission(c, release=None, series=None, topic=None, tree=None, src=None, git=None, ref=None, mirror=None,
                allow_unverified=False, tree_check=True, out=None, json=False):
-    """Write one plain-text tech@ mail per topic and run the checks a reviewer runs first.
+    """Write one plain-text tech@ mail per topic, in the series' topic order, and run a reviewer's first checks.
 
     The mail: subject, rationale, "tested on" from the latest passing e2e run, ok?, the inline diff
     (cvs -uNp shape when a target tree is given).  Checks: applies, style(9), whitespace-only
@@ -230,7 +241,7 @@ def submission(c, release=None, series=None, topic=None, tree=None, src=None, gi
     s = _series("submission", series, release)
     target = _tree("submission", s, release, tree or src, git, ref, mirror) if tree_check else None
     texts = _texts("submission", s, allow_unverified)
-    topics = [topic] if topic else list(s.topics)
+    topics = [topic] if topic else s.ordered_topics
     dest = Path(out).expanduser() if out else cache_sub("submissions", s.name)
     record = sub_mod.latest_run_record()
     results = []
@@ -241,8 +252,9 @@ def submission(c, release=None, series=None, topic=None, tree=None, src=None, gi
             atomic_write(dest / f"{t}.checks.txt", sub.checks_text() + "\n")
             results.append(sub)
     if json:
-        print(jsonlib.dumps([{"topic": r.topic, "ok": r.ok, "mail": str(dest / f"{r.topic}.mail"),
-                              "findings": [f.as_dict() for f in r.findings]} for r in results], indent=2))
+        print(jsonlib.dumps([{"order": n, "topic": r.topic, "ok": r.ok, "mail": str(dest / f"{r.topic}.mail"),
+                              "findings": [f.as_dict() for f in r.findings]} for n, r in enumerate(results, 1)],
+                            indent=2))
     else:
         for r in results:
             print(r.checks_text())

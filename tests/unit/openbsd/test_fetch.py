@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mapelab.openbsd.errors import FetchError
+from mapelab.openbsd.errors import FetchError, UnreachableError
 from mapelab.openbsd.fetch import check_sha256, fetch
 
 
@@ -60,9 +60,25 @@ def test_unpinned_refused_unless_allowed(remote) -> None:
     assert not got.verified and got.sha256 == sha
 
 
-def test_unreachable(tmp_path: Path) -> None:
-    with pytest.raises(FetchError, match=r"cannot download"):
+def test_missing_local_file_is_not_unreachable(tmp_path: Path) -> None:
+    with pytest.raises(FetchError, match=r"cannot read it") as e:
         fetch((tmp_path / "nope").as_uri(), "2" * 64)
+    assert not isinstance(e.value, UnreachableError)
+
+
+def test_unreachable_names_the_host() -> None:
+    """Nothing listens on 127.0.0.1:1: the error is the one kind a test may skip on, and names the host."""
+    with pytest.raises(UnreachableError, match=r"cannot reach 127\.0\.0\.1") as e:
+        fetch("http://127.0.0.1:1/x.patch", "2" * 64)
+    assert e.value.host == "127.0.0.1"
+
+
+def test_mismatch_is_not_unreachable(tmp_path: Path) -> None:
+    f = tmp_path / "x.patch"
+    f.write_text("x\n")
+    with pytest.raises(FetchError, match=r"sha256 mismatch") as e:
+        fetch(f.as_uri(), "3" * 64)
+    assert not isinstance(e.value, UnreachableError)
 
 
 def test_bad_pin() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from mapelab.openbsd import series
 from mapelab.openbsd.errors import FetchError, SeriesError
 
 MAPE76_SHA = "5817fe2d1024de0ddfb3c06d5eead82c3573083c2dd54b65968ab204fa890b6e"
+MAPE79_SHA = "b6ac038048b253e6c31de18170d1acea7040168f76ef442f0dc3d34ff5fecc12"
+DHCP79_SHA = "c57e8f01cd41621604721e36ee94ce1ca6b9ff367809b3ab96f86c46eb3c0ba7"
 
 
 def test_shipped_series() -> None:
@@ -20,10 +23,19 @@ def test_shipped_series() -> None:
     [p] = s76.patches
     assert p.sha256 == MAPE76_SHA and not p.unverified and p.strip == 0
     assert "66743b856c9340f25f6a064babc9dafbdf5af384" in (p.url or "") and p.url.endswith("mape76.patch")
-    for name in ("7.8", "7.9", "current"):
+    for name in ("7.9", "current"):
         s = series.load(name)
-        assert s.unverified == list(s.patches), name  # all unpinned until someone pins them
-        assert {"pf-mape", "dhcp6leased-mape"} == set(s.topics)
+        assert s.unverified == [], name
+        by = {p.name: p for p in s.patches}
+        assert by["mape79"].sha256 == MAPE79_SHA and by["dhcp6leased-mape-79"].sha256 == DHCP79_SHA
+        assert all(p.strip == 1 and re.search(r"/openbsd-mape-ce/[0-9a-f]{40}/", p.url or "") for p in s.patches)
+        assert s.ordered_topics == ["pf-mape", "dhcp6leased-mape"]
+    s78 = series.load("7.8")
+    assert all(p.strip == 0 for p in s78.patches)  # every 7.8 text is cvs output (paths from /usr/src)
+    assert all(re.search(r"/openbsd-mape-ce/[0-9a-f]{40}/", p.url or "") for p in s78.patches)
+    assert [p.name for p in s78.unverified] == ["dhcp6leased-mape-core-78", "dhcp6leasectl-mape-output-78",
+                                                "regress-dhcp6leased-mape-78"]
+    assert s78.ordered_topics == ["pf-mape", "dhcp6leased-core", "dhcp6leasectl-output", "regress-dhcp6leased"]
 
 
 def _write(tmp_path: Path, body: str) -> Path:

@@ -92,8 +92,8 @@ def test_bad_input_exits_2(kw: dict, needle: str) -> None:
 
 
 def test_unverified_series_refused(tree: Path) -> None:
-    e = _exit(tasks.check.body, release="7.9", src=str(tree))
-    assert e.code == 2 and "mape79" in e.message and "--allow-unverified" in e.message
+    e = _exit(tasks.check.body, release="7.8", src=str(tree))
+    assert e.code == 2 and "dhcp6leased-mape-core-78" in e.message and "--allow-unverified" in e.message
 
 
 def test_check_bad_tree(series_file: Path, tmp_path: Path) -> None:

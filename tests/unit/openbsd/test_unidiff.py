@@ -68,6 +68,10 @@ def test_header_without_hunk() -> None:
         parse("--- a\n+++ a\nnothing\n")
 
 
-def test_strip_too_far() -> None:
-    with pytest.raises(PatchError, match="smaller strip"):
-        strip_path("a/b", 2)
+def test_strip_keeps_the_last_component_like_openbsd() -> None:
+    """util.c fetchname(): a path shorter than -pN keeps its basename instead of failing."""
+    assert strip_path("a/b", 2) == "b"
+    assert strip_path("Makefile", 1) == "Makefile"
+    assert strip_path("a//b/./c", 1) == "b/c"
+    with pytest.raises(PatchError, match="not a file path"):
+        strip_path("/", 0)
