@@ -29,6 +29,7 @@ class TestVerdict:
     duration: float
     ce: str | None = None
     reason: str = ""
+    claims: list[str] = field(default_factory=list)  # deployment-gate claims this test proves
 
 
 @dataclass
@@ -62,6 +63,12 @@ class RunSummary:
             out[t.outcome] = out.get(t.outcome, 0) + 1
         return out
 
+    def gate(self) -> dict[str, Any]:
+        """Each deployment-gate claim: passed, failed, unsupported or not run (mapelab.e2e.gate)."""
+        from mapelab.e2e.gate import evaluate
+
+        return evaluate((c, t.outcome, t.reason) for t in self.tests for c in t.claims)
+
     def verdict(self) -> str:
         """passed when something ran and nothing failed (an unsupported claim is not a failure of the CE,
         but it is not evidence either: the gate section says what is missing)."""
@@ -84,6 +91,7 @@ class RunSummary:
             "host": self.host,
             "wall_seconds": round(time.time() - self.started, 1),
             "counts": self.counts(),
+            "gate": self.gate(),
             "ces": self.ces,
             "ports_outside_set": {
                 ce: sorted({p for p in ports if not _inside(p, self.port_sets.get(ce, []))})
@@ -116,6 +124,11 @@ class RunSummary:
             lines.append(f"{t.outcome.upper():11s} {t.nodeid} ({t.duration:.1f} s){why}")
         lines.append("")
         lines.append(", ".join(f"{n} {k}" for k, n in sorted(d["counts"].items())))
+        gate = d["gate"]
+        lines += ["", f"deployment gate: {gate['verdict'].upper()}"]
+        for cid, c in gate["claims"].items():
+            why = f" — {'; '.join(c['reasons'])[:200]}" if c["reasons"] else ""
+            lines.append(f"  {c['verdict']:11s} {cid}: {c['title']}{why}")
         return "\n".join(lines) + "\n"
 
     def write(self) -> list[Path]:

@@ -131,6 +131,7 @@ class Capability(StrEnum):
     FLAP_WAN = "flap-wan"  # its WAN link can be taken down and up
     RELOAD_RULES = "reload-rules"  # its NAT ruleset can be reloaded in place
     FAULTS = "faults"  # it can be broken on purpose (the tests of the tests)
+    OS_BUILD = "os-build"  # it runs a kernel and userland mapelab built from a patch series (an OpenBSD image)
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,25 @@ class CeDriver(ABC):
     def reload_rules(self) -> None:
         """Reload the NAT ruleset in place (as an admin's ``pfctl -f`` or ``nft -f`` would)."""
         self.require(Capability.RELOAD_RULES, "reload-rules")
+
+    # -- the build it runs (an OS CE built from a patch series) --------------------------------------
+
+    def verify_running_build(self) -> dict[str, Any]:
+        """Prove the CE booted the kernel and userland mapelab built from its series (kern.version
+        names that build); the evidence.  Raises :class:`CeError` when it runs something else."""
+        self.require(Capability.OS_BUILD, "checking the running kernel is the patched build")
+        raise NotImplementedError
+
+    def verify_firewall_consumers(self) -> dict[str, Any]:
+        """Start, load and query the firewall and every program the rebuild touched that talks to
+        it (an ABI change shows as an ioctl error); the evidence per program."""
+        self.require(Capability.OS_BUILD, "checking the firewall's consumers against the patched kernel")
+        raise NotImplementedError
+
+    def verify_rollback(self) -> dict[str, Any]:
+        """Boot the release kernel and userland the build started from and load its ruleset; the evidence."""
+        self.require(Capability.OS_BUILD, "rolling back to the release kernel and userland")
+        raise NotImplementedError
 
     # -- common ---------------------------------------------------------------------------------------
 

@@ -84,6 +84,9 @@ class ReferenceCe(CeDriver):
         why = {c: "switched off for this run (capabilities_off, a test-only option)" for c in self._off}
         why.update({c: "the reference CE does not implement it" for c in Capability
                     if c not in REFERENCE_CAPABILITIES and c not in self._off})
+        if Capability.OS_BUILD not in self._off:
+            why[Capability.OS_BUILD] = ("the reference CE is mapelab's own daemon on Linux, not a kernel and userland "
+                                        "built from a patch series (run the suite with --ce openbsd)")
         return Capabilities.of(REFERENCE_CAPABILITIES - self._off, why)
 
     def describe(self) -> dict[str, Any]:

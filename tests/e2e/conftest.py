@@ -95,6 +95,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(kind): run only on scenarios that have it (small_set, shared_address, "
                                        "lease)")
+    config.addinivalue_line("markers", "claim(id): the deployment-gate claim this test proves (mapelab/e2e/data/"
+                                       "gate.toml)")
 
 
 # -- the run record ------------------------------------------------------------------------------------
@@ -141,7 +143,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         outcome_name = "error" if report.when == "setup" and report.outcome == "failed" else report.outcome
         if getattr(report, "mapelab_unsupported", None):
             outcome_name = "unsupported"
-        summary.add_test(TestVerdict(item.nodeid, outcome_name, round(report.duration, 2), reason=reason))
+        claims = [m.args[0] for m in item.iter_markers("claim")]
+        summary.add_test(TestVerdict(item.nodeid, outcome_name, round(report.duration, 2), reason=reason,
+                                     claims=claims))
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:

@@ -14,6 +14,7 @@ from .conftest import Site
 pytestmark = pytest.mark.needs("lease")
 
 
+@pytest.mark.claim("renumbering")
 def test_renumbered_prefix_moves_everything_within_t1(scenario: Scenario, fresh_site: Callable[..., Site]) -> None:
     s = fresh_site(scenario)
     after, took = checks.check_renumbering(s.bed, s.ces[0], s.scenario, s.params[0])
@@ -21,12 +22,14 @@ def test_renumbered_prefix_moves_everything_within_t1(scenario: Scenario, fresh_
     assert took <= s.scenario.dhcp.t1 + 6
 
 
+@pytest.mark.claim("withdrawal")
 def test_option94_withdrawn_tears_ipv4_down(scenario: Scenario, fresh_site: Callable[..., Site]) -> None:
     s = fresh_site(scenario)
     took = checks.check_withdrawal(s.bed, s.ces[0], s.scenario)
     assert took <= s.scenario.dhcp.t1 + 6
 
 
+@pytest.mark.claim("renewal")
 def test_unchanged_renewal_does_not_interrupt_a_download(scenario: Scenario, fresh_site: Callable[..., Site]
                                                          ) -> None:
     s = fresh_site(scenario)
