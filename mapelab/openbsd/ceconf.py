@@ -127,7 +127,11 @@ def nat_plan(p: MapeParams) -> NatPlan:
         return NatPlan("plain", "")
     if ps.offset >= 1:
         return NatPlan("map-e-portset", f"map-e-portset {ps.offset}/{ps.psid_len}/{ps.psid}")
-    ((lo, hi),) = ps.ranges()  # a = 0: exactly one contiguous range (port 0 excluded)
+    ranges = ps.ranges()  # a = 0: one contiguous range, port 0 excluded
+    if not ranges:  # a = 0, k = 16, PSID 0: the only port would be 0
+        raise CannotRender(Unsupported(
+            "empty-port-set", "PSID offset 0, PSID length 16, PSID 0 leaves no usable port (port 0 is never used)"))
+    ((lo, hi),) = ranges
     return NatPlan("port-range", f"port {lo}" if lo == hi else f"port {lo}:{hi}")
 
 

@@ -390,6 +390,13 @@ class Endpoint:
     rdomain: int | None = None
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port {port} out of range")
+    return port
+
+
 def _endpoint(text: str) -> Endpoint:
     rdomain = None
     m = re.match(r"^\((\d+)\) (.*)$", text)
@@ -397,10 +404,10 @@ def _endpoint(text: str) -> Endpoint:
         rdomain, text = int(m[1]), m[2]
     if text.endswith("]"):
         addr, _, port = text[:-1].partition("[")
-        return Endpoint(IPv6Address(addr), int(port), rdomain)
+        return Endpoint(IPv6Address(addr), _port(port), rdomain)
     if text.count(":") == 1:
         addr, _, port = text.partition(":")
-        return Endpoint(IPv4Address(addr), int(port), rdomain)
+        return Endpoint(IPv4Address(addr), _port(port), rdomain)
     return Endpoint(ip_address(text), None, rdomain)
 
 
