@@ -15,6 +15,7 @@ from typing import Any
 
 from . import scenario as scenario_mod
 from .mape import CodecError, MapeError, MapeParams, PortParams, Rule, decode_option94, derive, validate_container
+from .openbsd import ceconf
 
 
 class CalcError(ValueError):
@@ -167,8 +168,9 @@ def as_text(p: MapeParams, wan_mtu: int | None = None) -> str:
         f"BR                 {p.br or '(not given: --br)'}",
     ]
     lines += [f"note               {n}" for n in p.notes]
-    tunnel_mtu = (wan_mtu or 1500) - 40
-    gif = f"ifconfig gif0 tunnel {p.map_address} {p.br or '<BR>'}; ifconfig gif0 mtu {tunnel_mtu}"
-    pf = "nat-to (gif0)" + (f" map-e-portset {ps.pf()}" if ps.pf() else "")
-    lines += ["", "OpenBSD CE:", f"  {gif}", f"  match out on gif0 inet {pf}"]
+    try:
+        ce = ceconf.calc_lines(p, wan_mtu)
+    except ceconf.CannotRender as e:
+        ce = [f"# {e}"]
+    lines += ["", "OpenBSD CE:", *(f"  {line}" for line in ce)]
     return "\n".join(lines)

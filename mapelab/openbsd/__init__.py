@@ -12,6 +12,10 @@ The pieces, each in a module named for what it does:
 - :mod:`.components`  touched files → the smallest correct rebuild plan (``data/pfvar_consumers.toml``)
 - :mod:`.style`       style(9) checks on added C lines; :mod:`.mandoc` ``mandoc -Tlint`` on man pages
 - :mod:`.submission`  one plain-text tech@ mail per topic, with the checks a reviewer runs first
+- :mod:`.ceconf`      what an OpenBSD MAP-E CE configures (commands, pf anchor, files) -- pure
+- :mod:`.natports`    the source ports pf can hand out (the port set minus OpenBSD's reserved ports)
+- :mod:`.outputs`     parsers for ifconfig, netstat -rn, pfctl -sr/-ss/-si, dhcp6leasectl -l
+- :mod:`.profiles`    OpenBSD CE profiles (``vm/openbsd/profiles/*.toml``)
 
 Nothing here imports :mod:`mapelab.tasks`; the tasks call in, never the other way.
 """

@@ -77,3 +77,20 @@ def test_bad_input_is_one_line_naming_the_value(args: list[str], needle: str) ->
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mape.calc: ") and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_openbsd_lines_are_what_pfctl_accepts() -> None:
+    """The "OpenBSD CE:" section comes from mapelab.openbsd.ceconf: every piece, nothing pfctl refuses."""
+    cosmote = calc("--scenario", "cosmote-like")
+    assert cosmote.returncode == 0, cosmote.stderr
+    ce = cosmote.stdout.split("OpenBSD CE:\n", 1)[1]
+    for needle in ("ifconfig <wan> inet6 2001:db8:6200:4200:0:c633:6401:2 prefixlen 128 alias",
+                   "ifconfig gif0 inet 198.51.100.1 0.0.0.1 netmask 255.255.255.255",
+                   "route -n add -inet default 0.0.0.1", "scrub (max-mss 1412)",
+                   "nat-to (gif0) map-e-portset 6/6/2", "proto ipencap from 2001:db8:ffff::1"):
+        assert needle in ce, needle
+    offset0 = calc("--scenario", "offset0").stdout.split("OpenBSD CE:\n", 1)[1]
+    assert "nat-to (gif0) port 13312:13567" in offset0 and "map-e-portset 0/" not in offset0
+    assert "# unsupported: pf widens ICMP echo ids" in offset0
+    k0 = calc("--scenario", "k0-full-address").stdout.split("OpenBSD CE:\n", 1)[1]
+    assert "nat-to (gif0)\n" in k0 and "map-e-portset" not in k0

@@ -1,0 +1,4 @@
+pfctl -a mape -F rules
+route -n delete -inet default 0.0.0.1
+ifconfig gif0 destroy
+ifconfig vio1 inet6 2001:db8:6200:4200:0:c633:6401:2 delete
