@@ -23,6 +23,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mapelab e2e")
     group.addoption("--ce", default=None,
                     help="CE backend for tests/e2e: auto (default), linux, linux-vm or openbsd")
+    group.addoption("--ce-profile", default=None,
+                    help="OpenBSD CE profile (vm/openbsd/profiles): static (default) or dhcp6leased")
+    group.addoption("--ce-image", default=None, help="OpenBSD CE: the build image key (default: the newest build)")
+    group.addoption("--ce-release", default=None, help="OpenBSD CE: the newest build of this release")
+    group.addoption("--allow-unverified", action="store_true", default=False,
+                    help="OpenBSD CE: install a profile's orchestrator files that have no sha256 pin")
     group.addoption("--scenario", action="append", default=None,
                     help="scenario(s) for tests/e2e (repeatable; default: cosmote-like, rfc7597-example1, "
                          "k12-small-set)")

@@ -266,6 +266,16 @@ class CeDriver(ABC):
         where that came from (an OpenBSD CE names its release, series and each patch's sha256)."""
         return {"backend": self.name}
 
+    def limitations(self) -> dict[str, str]:
+        """What this CE, correctly configured, still cannot do for its parameters (an id → the reason
+        a check reports as unsupported), e.g. ``icmp-echo-ids-in-set`` where pf cannot confine echo ids."""
+        return {}
+
+    def usable_ports(self, proto: str) -> frozenset[int] | None:
+        """The source ports this CE's NAT can hand out for ``proto`` (tcp, udp, icmp): its port set,
+        minus what its OS never gives out (OpenBSD's reserved ports); None: the whole port set."""
+        return None
+
     def require(self, cap: Capability, what: str) -> None:
         """Raise :class:`Unsupported` naming ``what`` needed ``cap`` and why this CE lacks it."""
         caps = self.capabilities()

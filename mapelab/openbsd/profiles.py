@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mapelab.ce.driver import Capability
+
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "vm" / "openbsd" / "profiles"
 
-#: Every capability a profile may name: the CE driver operations the e2e suite uses.
-CAPABILITIES = ("provision", "state", "renew", "withdraw", "renumber", "change-br", "expiry",
-                "restart", "reload-rules", "flap-wan")
+#: Every capability a profile may name: exactly the CE driver's (mapelab.ce.driver.Capability).
+CAPABILITIES = tuple(c.value for c in Capability)
 #: Site facts an orchestrator config value may refer to as "@name".
 SITE_FACTS = ("lan_networks",)
 

@@ -52,6 +52,17 @@ def chosen_backend(config: pytest.Config) -> tuple[str, str]:
     return choose_backend(config.getoption("--ce") or os.environ.get("MAPELAB_CE") or "auto")
 
 
+def options_for(config: pytest.Config, backend: str) -> dict[str, Any]:
+    """What the chosen backend is created with, from the command line (``invoke test-e2e`` passes it)."""
+    if backend != "openbsd":
+        return {}
+    opts = {"profile": config.getoption("--ce-profile") or os.environ.get("MAPELAB_CE_PROFILE") or "static",
+            "image": config.getoption("--ce-image") or os.environ.get("MAPELAB_CE_IMAGE"),
+            "release": config.getoption("--ce-release") or os.environ.get("MAPELAB_CE_RELEASE"),
+            "allow_unverified": bool(config.getoption("--allow-unverified"))}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
 def chosen_scenarios(config: pytest.Config) -> list[Scenario]:
     names = config.getoption("--scenario") or os.environ.get("MAPELAB_SCENARIOS", "").split(",")
     names = [n for n in names if n] or list(DEFAULT_SCENARIOS)
@@ -189,9 +200,12 @@ def start_site(scenario: Scenario, backend: str, workdir: Path, summary: RunSumm
         up_options.setdefault("vm_slots", tuple(range(1, n + 1)))
     bed = api.up(scenario.path, ces=n, log=lambda *_: None, **up_options)
     drivers: list[CeDriver] = []
+    options = dict(ce_options or {})
+    if getattr(ce_driver.backend(backend), "wants_scenario", False):
+        options["scenario"] = bed.status.extra["effective_scenario"]  # what this testbed really serves
     try:
         for slot in bed.status.slots:
-            d = ce_driver.create(backend, slot, state_dir=workdir / f"ce{slot.index}", **(ce_options or {}))
+            d = ce_driver.create(backend, slot, state_dir=workdir / f"ce{slot.index}", **options)
             drivers.append(d)
             d.start()
         params = [d.wait_provisioned(60) for d in drivers]
@@ -221,7 +235,16 @@ def stop_site(site: Site) -> None:
 
 @pytest.fixture(scope="session")
 def backend(request: pytest.FixtureRequest) -> str:
-    return chosen_backend(request.config)[0]
+    name = chosen_backend(request.config)[0]
+    ready = ce_driver.backend(name).image_ready(**options_for(request.config, name))
+    if not ready.ready:  # hours of work would be needed first: stop the session with the command that does it
+        pytest.exit(f"CE backend {name}: {ready.detail}", returncode=2)
+    return name
+
+
+@pytest.fixture(scope="session")
+def backend_options(request: pytest.FixtureRequest, backend: str) -> dict[str, Any]:
+    return options_for(request.config, backend)
 
 
 @pytest.fixture(scope="session")
@@ -236,7 +259,8 @@ def _shared_sites() -> Iterator[dict[str, Site]]:
 
 
 @pytest.fixture
-def site(request: pytest.FixtureRequest, scenario: Scenario | None, backend: str, e2e_run: RunSummary,
+def site(request: pytest.FixtureRequest, scenario: Scenario | None, backend: str, backend_options: dict[str, Any],
+         e2e_run: RunSummary,
          test_dir: Path) -> Iterator[Site]:
     """A testbed for ``scenario`` with a CE in each slot (at most two), provisioned.
 
@@ -248,16 +272,18 @@ def site(request: pytest.FixtureRequest, scenario: Scenario | None, backend: str
     if len(scenario.derive().port_set) > SMALL_SET:
         shared = request.getfixturevalue("_shared_sites")
         if scenario.name not in shared:
-            shared[scenario.name] = start_site(scenario, backend, e2e_run.run_dir / f"{scenario.name}-ces", e2e_run)
+            shared[scenario.name] = start_site(scenario, backend, e2e_run.run_dir / f"{scenario.name}-ces", e2e_run,
+                                               ce_options=backend_options)
         yield shared[scenario.name]
         return
-    s = start_site(scenario, backend, test_dir, e2e_run)
+    s = start_site(scenario, backend, test_dir, e2e_run, ce_options=backend_options)
     yield s
     stop_site(s)
 
 
 @pytest.fixture
-def fresh_site(backend: str, e2e_run: RunSummary, test_dir: Path) -> Iterator[Callable[..., Site]]:
+def fresh_site(backend: str, backend_options: dict[str, Any], e2e_run: RunSummary, test_dir: Path
+               ) -> Iterator[Callable[..., Site]]:
     """A testbed of its own for a test that changes leases, with short DHCPv6 timers (T1 4 s)."""
     made: list[tuple[Site, list[subprocess.Popen[bytes]]]] = []
 
@@ -267,7 +293,8 @@ def fresh_site(backend: str, e2e_run: RunSummary, test_dir: Path) -> Iterator[Ca
             scenario.dhcp, t1=t1, t2=t2, preferred=preferred, valid=valid))
         path = test_dir / f"{scenario.name}-short-timers.toml"
         path.write_text(scenario_mod.to_toml(short))
-        s = start_site(scenario_mod.load(path), backend, test_dir, None, ces=ces, ce_options=ce_options,
+        s = start_site(scenario_mod.load(path), backend, test_dir, None, ces=ces,
+                       ce_options={**backend_options, **(ce_options or {})},
                        **up_options)
         made.append((s, start_captures(s, test_dir)))
         return s

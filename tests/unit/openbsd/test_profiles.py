@@ -17,8 +17,9 @@ def test_both_profiles_load_and_say_every_capability() -> None:
         for cap in profiles.CAPABILITIES:
             reason = p.capability(cap)
             assert reason is None or len(reason) > 20
-    assert "option 94" in static.capability("withdraw")
-    assert dhcp.capability("withdraw") is None and static.capability("renew") is None
+    assert "option 94" in static.capability("dhcp-mape")
+    assert dhcp.capability("dhcp-mape") is None and static.capability("renew") is None
+    assert static.capability("os-build") is None and "reference CE" in dhcp.capability("faults")
     with pytest.raises(KeyError, match="did you mean 'renew'"):
         static.capability("renw")
 
@@ -50,10 +51,10 @@ def _static_text() -> str:
         (("[interfaces]", "[interface]"), "unknown key 'interface' (did you mean 'interfaces'?)"),
         (("wan = ", "wann = "), "unknown key 'wann' (did you mean 'wan'?)"),
         (("flap-wan = \"ifconfig", "flap-wlan = \"ifconfig"), "unknown capability 'flap-wlan'"),
-        (('expiry = "nothing', 'expiry_x = "nothing'), "unknown capability 'expiry_x'"),
+        (('generation = "static', 'generations = "static'), "unknown capability 'generations'"),
         (("dhcp6leased_request_mape = false", "dhcp6leased_request_mape = true"), "contradict"),
         (('orchestrator = "mapelab"', 'orchestrator = "maped"'), "needs an [orchestrator] table"),
-        (('withdraw = "stock', 'withdraw = ""\n#'), "withdraw needs a reason"),
+        (('dhcp-mape = "static', 'dhcp-mape = ""\n#'), "dhcp-mape needs a reason"),
     ],
 )
 def test_bad_profiles_name_the_key_and_the_fix(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:
@@ -65,8 +66,8 @@ def test_bad_profiles_name_the_key_and_the_fix(tmp_path: Path, edit: tuple[str, 
 
 
 def test_a_capability_left_unsaid_is_an_error(tmp_path: Path) -> None:
-    text = _static_text().replace('renumber = "nothing', '# renumber = "nothing')
-    with pytest.raises(profiles.ProfileError, match="renumber"):
+    text = _static_text().replace('faults = "the suite', '# faults = "the suite')
+    with pytest.raises(profiles.ProfileError, match="faults"):
         profiles.load(_write(tmp_path, text))
 
 
