@@ -24,8 +24,9 @@ def test_registry_knows_linux_and_names_the_missing() -> None:
     assert "linux" in available()
     with pytest.raises(CeError, match="known: linux"):
         backend("windows")
-    with pytest.raises(CeError, match="not implemented yet"):
-        backend("openbsd")
+    from mapelab.ce.backend_openbsd import OpenBsdCe
+
+    assert backend("openbsd") is OpenBsdCe and set(available()) == {"linux", "linux-vm", "openbsd"}
 
 
 def test_linux_backend_refuses_vm_slots_and_missing_namespaces() -> None:
