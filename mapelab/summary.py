@@ -70,6 +70,7 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "kind": "e2e",  # what mapelab.runs checks before following runs/latest-e2e or citing a verdict
             "verdict": self.verdict(),
             "tested_on": self.tested_on(),
             "run_dir": str(self.run_dir),

@@ -1,7 +1,8 @@
 """Fixtures of the e2e suite: one testbed per scenario, CEs through the driver, and the run record.
 
 Selection: ``--ce auto|linux|linux-vm|openbsd`` and ``--scenario NAME`` (repeatable), which
-``invoke test-e2e`` passes through.  Everything a run produces lands in ``runs/e2e-<time>/``:
+``invoke test-e2e`` passes through.  Everything a run produces lands in ``runs/e2e-<time>/``
+(``runs/latest-e2e`` points at the newest):
 per test ``inet.pcap`` and ``wan-ce<N>.pcap`` and the ports seen, and at the end
 ``summary.json``, ``summary.txt`` and ``ports-<ce>.png`` (see :mod:`mapelab.summary`).
 """
@@ -24,11 +25,10 @@ import pytest
 from mapelab import scenario as scenario_mod
 from mapelab.ce import driver as ce_driver
 from mapelab.ce.driver import CeDriver, CeParams
-from mapelab.e2e.select import choose_backend
+from mapelab.e2e.select import DEFAULT_SCENARIOS, choose_backend
 from mapelab.scenario import Scenario
 from mapelab.summary import RunSummary, TestVerdict
 
-DEFAULT_SCENARIOS = ("cosmote-like", "rfc7597-example1", "k12-small-set")
 SMALL_SET = 64  # exhaustion runs where the whole set can be exhausted in seconds
 
 
@@ -102,7 +102,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def e2e_run(request: pytest.FixtureRequest) -> Iterator[RunSummary]:
-    from mapelab.testbed.runs import runs_root, set_latest
+    from mapelab.runs import runs_root, set_latest
 
     run_dir = runs_root() / time.strftime("e2e-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def e2e_run(request: pytest.FixtureRequest) -> Iterator[RunSummary]:
     request.config.stash[SUMMARY] = summary
     yield summary
     summary.write()
-    set_latest(run_dir)
+    set_latest(run_dir, "e2e")  # runs/latest-e2e; testbed tasks follow runs/latest-testbed only
 
 
 SUMMARY = pytest.StashKey[RunSummary]()
