@@ -40,6 +40,13 @@ class RunSummary:
     ports_seen: dict[str, list[int]] = field(default_factory=dict)
     port_sets: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    notes: list[str] = field(default_factory=list)  # how the run was set up (which CE backend, and why)
+    warnings: list[str] = field(default_factory=list)  # evidence that is missing or incomplete (a capture failed)
+
+    def warn(self, text: str) -> None:
+        """Record that part of the evidence is missing: the verdict stands on the checks, but the record
+        must not suggest it holds what it does not (a pcap that was never written)."""
+        self.warnings.append(text)
 
     def add_ce(self, name: str, params: dict[str, Any], ranges: Sequence[tuple[int, int]]) -> None:
         self.ces[name] = params
@@ -79,6 +86,8 @@ class RunSummary:
             "started": self.started,
             "wall_seconds": round(time.time() - self.started, 1),
             "counts": self.counts(),
+            "notes": self.notes,
+            "warnings": self.warnings,
             "ces": self.ces,
             "ports_outside_set": {
                 ce: sorted({p for p in ports if not _inside(p, self.port_sets.get(ce, []))})
@@ -91,7 +100,10 @@ class RunSummary:
         d = self.as_dict()
         lines = [f"mapelab e2e run — {d['verdict'].upper()} — CE backend {self.ce_backend or '?'}, "
                  f"{d['wall_seconds']} s",
-                 f"run directory: {self.run_dir}", ""]
+                 f"run directory: {self.run_dir}"]
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        lines.append("")
         for name, p in self.ces.items():
             lines.append(
                 f"{name}: {p.get('ipv4')} PSID {p.get('psid')}/{p.get('psid_len')} offset {p.get('psid_offset')} "
