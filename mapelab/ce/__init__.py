@@ -1,4 +1,4 @@
-"""The customer side: the CE driver interface and its backends (DESIGN.md decision 7).
+"""The customer side: the CE driver interface and its backends (docs/architecture.md, "one suite, several CEs").
 
 * :mod:`.driver` — the interface every e2e test uses (``create("linux", slot)``);
 * :mod:`.linux` — mapelab's reference MAP-E CE daemon (python3 + iproute2 + nft only);
