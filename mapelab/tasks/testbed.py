@@ -74,10 +74,14 @@ def down(c, run=None):
 def _print_status(tb: api.Testbed) -> None:
     st = tb.status
     x = st.extra
-    print(f"run {st.run_id}  prefix {st.prefix}  scenario {st.scenario}  state {tb.record.state}")
+    state = tb.record.state
+    print(f"run {st.run_id}  prefix {st.prefix}  scenario {st.scenario}  state {state}")
+    if state != "up":
+        print(f"  (not running: what follows is the last status it wrote; {tb.run_dir} keeps its logs)")
+    running = " (running)" if state == "up" else " (was running)"
     print(f"  ISP {st.isp_netns}: BR {', '.join(x.get('brs', [str(st.br_address)]))}"
-          f"{' (running)' if x.get('br_running') else ' (not started)'}, DHCPv6 {x.get('dhcp_server')} "
-          f"(option 94: {x.get('mape_option')}), pool {x.get('pd_pool')}/{x.get('delegated_len')}")
+          f"{running if x.get('br_running') else ' (not started)'}, DHCPv6 {x.get('dhcp_server')} "
+          f"(option 94: {x.get('mape_option')}), pool {x.get('pd_pool')}, delegating /{x.get('delegated_len')}")
     print(f"  internet {st.inet_netns}: {', '.join(map(str, st.inet_addresses))} "
           f"(TCP echo 7, bulk 19, UDP echo 7, ping); flows in {x.get('inet_flows')}")
     for s in st.slots:
