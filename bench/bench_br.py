@@ -17,6 +17,11 @@ paths run interleaved for ``--rounds`` rounds and the median is reported.  Kerne
 figures are therefore bounded by that sender on this machine, which makes the BR/kernel ratio
 an upper bound of the true one; the sender's own rate is printed beside them.
 
+Floors (exit status 1 below any, 2 on bad options): each BR path delivers at least
+``FLOORS`` packets per second (10,000 pkt/s of 1400 bytes is 112 Mbit/s, more than any e2e test
+needs; this machine measures four to six times that), and the BR counts no malformed packet and
+no internal error.
+
     sudo .venv/bin/python bench/bench_br.py [--duration 3] [--size 1400] [--rounds 3] [--json]
 """
 
@@ -40,6 +45,7 @@ from mapelab.netio import Ip6Ip4Socket  # noqa: E402
 from mapelab.netio.packets import build_ipv4  # noqa: E402
 from tests.testbed.br_fixture import BrTopology, build, netns, run  # noqa: E402
 
+FLOORS = {"br-decap": 10_000, "br-encap": 10_000}  # packets per second delivered through the BR
 SINK_INET = "198.18.0.99"  # not an address of the internet node: it receives and silently drops
 SINK_CE = "10.0.1.99"  # likewise on CE1's link
 SHARED = "198.51.100.1"
@@ -175,9 +181,12 @@ def main() -> int:
               file=sys.stderr)
         return 2
     r = bench(a.duration, a.size, a.rounds)
+    below = [f"{k} {r[k]['pps']} pkt/s < {floor}" for k, floor in FLOORS.items() if r[k]["pps"] < floor]
+    below += [f"BR {k} = {r['br_counters'][k]}" for k in ("malformed", "internal_errors") if r["br_counters"][k]]
+    r["below_floor"] = below
     if a.json:
         print(json.dumps(r, indent=2))
-        return 0
+        return 1 if below else 0
     print(f"IPv4 packets of {r['size']} bytes, {r['duration']} s x {r['rounds']} interleaved rounds (median), "
           f"{r['cpus']} CPUs")
     print(f"{'path':<12} {'pkt/s':>10} {'Mbit/s':>9} {'sender pkt/s':>13} {'BR CPU':>7}  all rounds pkt/s")
@@ -186,7 +195,9 @@ def main() -> int:
         print(f"{k:<12} {m['pps']:>10} {m['mbit_s']:>9} {m['sender_pps']:>13} {m['br_cpu']:>7}  {m['all_pps']}")
     print(f"BR/kernel: CE→internet {r['ratio_decap']:.3f}, internet→CE {r['ratio_encap']:.3f}")
     print(f"BR counters: {json.dumps(r['br_counters'])}")
-    return 0
+    print(f"floors {', '.join(f'{k} {v:,} pkt/s' for k, v in FLOORS.items())}, no malformed or internal errors: "
+          + ("BELOW FLOOR: " + "; ".join(below) if below else "ok"))
+    return 1 if below else 0
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Benchmark (not a test): port-set membership checks and full derivations per second on one core.
 
-Floors from the foundation issue: 1,000,000 membership checks/s and 50,000 derivations/s.
+Floors: 1,000,000 membership checks/s and 50,000 derivations/s; exit status 1 below either.
 Run: .venv/bin/python bench/bench_mape.py
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
@@ -44,12 +45,21 @@ def derivation(n: int) -> None:
         derive(rules, prefixes[i & 0x3FFF], br)
 
 
-def main() -> None:
+def main() -> int:
+    """Exit status 1 when any rate is below its floor: a script or CI step must not read "BELOW FLOOR"
+    in the output and still see success."""
     results = {"membership": rate(membership, 65536 * 20), "derivation": rate(derivation, 100_000)}
+    below = []
     for name, value in results.items():
         verdict = "ok" if value >= FLOORS[name] else "BELOW FLOOR"
         print(f"{name:11s} {value:14,.0f}/s   floor {FLOORS[name]:>10,}/s   {verdict}")
+        if value < FLOORS[name]:
+            below.append(name)
+    if below:
+        print(f"bench_mape: below the floor: {', '.join(below)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

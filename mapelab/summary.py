@@ -44,6 +44,13 @@ class RunSummary:
     started: float = field(default_factory=time.time)
     commit: dict[str, Any] = field(default_factory=lambda: mapelab_commit())
     host: str = field(default_factory=lambda: " ".join(os.uname()[::2]))
+    notes: list[str] = field(default_factory=list)  # how the run was set up (which CE backend, and why)
+    warnings: list[str] = field(default_factory=list)  # evidence that is missing or incomplete (a capture failed)
+
+    def warn(self, text: str) -> None:
+        """Record that part of the evidence is missing: the verdict stands on the checks, but the record
+        must not suggest it holds what it does not (a pcap that was never written)."""
+        self.warnings.append(text)
 
     def add_ce(self, name: str, params: dict[str, Any], ranges: Sequence[tuple[int, int]]) -> None:
         self.ces[name] = params
@@ -81,6 +88,7 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "kind": "e2e",  # what mapelab.runs checks before following runs/latest-e2e or citing a verdict
             "verdict": self.verdict(),
             "tested_on": self.tested_on(),
             "run_dir": str(self.run_dir),
@@ -92,6 +100,8 @@ class RunSummary:
             "wall_seconds": round(time.time() - self.started, 1),
             "counts": self.counts(),
             "gate": self.gate(),
+            "notes": self.notes,
+            "warnings": self.warnings,
             "ces": self.ces,
             "ports_outside_set": {
                 ce: sorted({p for p in ports if not _inside(p, self.port_sets.get(ce, []))})
@@ -106,7 +116,10 @@ class RunSummary:
                  f"{d['wall_seconds']} s",
                  f"run directory: {self.run_dir}",
                  f"mapelab {self.commit.get('commit') or '(not a git checkout)'}"
-                 f"{' with uncommitted changes' if self.commit.get('dirty') else ''} on {self.host}", ""]
+                 f"{' with uncommitted changes' if self.commit.get('dirty') else ''} on {self.host}"]
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        lines.append("")
         for name, p in self.ces.items():
             lines.append(
                 f"{name}: {p.get('ipv4')} PSID {p.get('psid')}/{p.get('psid_len')} offset {p.get('psid_offset')} "

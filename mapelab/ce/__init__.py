@@ -1,4 +1,5 @@
-"""The customer side: the CE driver interface, its backends, and the reference CE daemon.
+"""The customer side: the CE driver interface, its backends, and the reference CE daemon
+(docs/architecture.md, "one suite, several CEs").
 
 Host side (this package's modules) — what the e2e suite and the tasks use:
 

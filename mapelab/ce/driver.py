@@ -1,4 +1,4 @@
-"""The CE driver interface: the only way an e2e test touches a CE (DESIGN.md decision 7).
+"""The CE driver interface: the only way an e2e test touches a CE (docs/architecture.md, "one suite, several CEs").
 
 Why an interface: the suite's verdict must not depend on what the CE runs on.  A test attaches
 a driver to a testbed :class:`~mapelab.testbed.status.CeSlot`, starts it, waits until it is

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from mapelab.ce import driver as ce_driver
 
+#: What ``test-e2e`` runs without ``--scenario``: the real ISP's shape, the RFC's example, and a port
+#: set small enough to exhaust.  The task checks these files before pytest starts; the suite loads them.
+DEFAULT_SCENARIOS = ("cosmote-like", "rfc7597-example1", "k12-small-set")
+
 
 def choose_backend(asked: str) -> tuple[str, str]:
     """(backend, why)."""

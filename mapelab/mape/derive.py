@@ -123,11 +123,24 @@ def select_rule(rules: Iterable[Rule], prefix: IPv6Network) -> Rule:
     return rule
 
 
+def _tie_note(rules: tuple[Rule, ...], chosen: Rule) -> tuple[str, ...]:
+    """Decision: two different rules with the same IPv6 prefix are a tie RFC 7597 leaves open (the
+    longest match does not separate them).  Scenarios refuse them; off the wire the model takes the
+    first one in the container, as a CE reading it in order would, and says so."""
+    others = [r for r in rules if r.ipv6_prefix == chosen.ipv6_prefix and r != chosen]
+    if not others:
+        return ()
+    ignored = "; ".join(f"{r.ipv4_prefix} EA {r.ea_len}" for r in others)
+    return (f"{len(others) + 1} rules share the IPv6 prefix {chosen.ipv6_prefix} (RFC 7597 leaves the tie open): "
+            f"the first in the container is used ({chosen.ipv4_prefix} EA {chosen.ea_len}), not {ignored}",)
+
+
 def derive(
     rules: Rule | Sequence[Rule], prefix: IPv6Network, br: IPv6Address | Sequence[IPv6Address] | None = None
 ) -> MapeParams:
     """Everything the CE configures, from its delegated prefix and the rules (and BR) it received."""
-    rule = select_rule((rules,) if isinstance(rules, Rule) else rules, prefix)
+    rules = (rules,) if isinstance(rules, Rule) else tuple(rules)
+    rule = select_rule(rules, prefix)
     n, o = rule.n, rule.ea_len
     plen = prefix.prefixlen
     if plen < n + o:
@@ -138,6 +151,7 @@ def derive(
     pint = int(prefix.network_address)
     ea = (pint >> (128 - n - o)) & _mask(o)
     ipv4, ipv4_len, k, psid, notes = _from_ea_bits(rule, ea)
+    notes = _tie_note(rules, rule) + notes
     offset = rule.psid_offset
     if offset + k > 16:
         raise MapeParameterError("psid-offset + psid-len", offset + k, "0..16")

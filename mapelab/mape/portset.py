@@ -126,10 +126,15 @@ class PortSet:
         elif len(r) == 4:
             a, b = r[3]
             shown += f", {a}-{b}" if a != b else f", {a}"
-        return (
-            f"PSID {self.psid} (0x{self.psid:x}) of {1 << self.psid_len}, offset {self.offset}: "
-            f"{len(r)} ranges of {1 << self._m} = {len(self)} ports: {shown}"
-        )
+        head = f"PSID {self.psid} (0x{self.psid:x}) of {1 << self.psid_len}, offset {self.offset}: "
+        if not r:
+            return head + "no usable port (its only port is 0, which is never used)"
+        return head + f"{_count(len(r), 'range')} of {_count(1 << self._m, 'port')} = {len(self)} usable: {shown}"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 range``, ``63 ranges``: output people read gets its plurals right."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 UNRESTRICTED = PortSet(offset=0, psid_len=0, psid=0)

@@ -1,6 +1,6 @@
 """From the files a series touches to the smallest correct rebuild: what build-vm runs.
 
-The rules (DESIGN, decision 2):
+The rules (docs/architecture.md, "components drive rebuilds"):
 
 - anything under ``sys/`` → rebuild and install the kernel (GENERIC.MP), then reboot;
 - ``sys/net/pfvar.h`` → first ``make includes`` (pfctl and friends include it from

@@ -14,7 +14,6 @@ touched manual pages, and regress tests present when a grammar (pfctl's parse.y)
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import textwrap
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import cache_dir
+from ..runs import run_kind, runs_root
 from . import mandoc, refresh, style
 from .apply import ENC, apply_patch
 from .components import touched_files
@@ -56,26 +56,28 @@ class Submission:
 
 def run_roots() -> list[Path]:
     """Where e2e runs keep their directories: ``$MAPELAB_RUNS`` (default ``runs/`` in the repository,
-    as the testbed lays them out), then the cache's ``runs/`` and ``e2e/``."""
-    repo_runs = Path(os.environ.get("MAPELAB_RUNS") or Path(__file__).resolve().parents[2] / "runs")
-    return [repo_runs, cache_dir() / "runs", cache_dir() / "e2e"]
+    see :mod:`mapelab.runs`), then the cache's ``runs/`` and ``e2e/``."""
+    return [runs_root(), cache_dir() / "runs", cache_dir() / "e2e"]
 
 
 def latest_run_record(roots: list[Path] | None = None) -> dict | None:
     """The newest passing e2e run summary (``<run dir>/summary.json``), or None.
 
-    The e2e layer writes these (DESIGN: each run keeps a summary as text and JSON); we read only
-    ``verdict`` and ``tested_on`` (or ``os``/``release``/``arch``/``scenario``) and skip anything
-    we cannot parse, so a half-written or foreign file never breaks a submission.
+    Only e2e runs (:func:`mapelab.runs.run_kind`), only the verdict the e2e layer writes
+    (``"passed"``), and anything we cannot parse is skipped, so a half-written or foreign file, or a
+    testbed run, never ends up cited in a mail.  We read ``verdict`` and ``tested_on`` (or
+    ``os``/``release``/``arch``/``scenario``).
     """
     found: list[tuple[float, dict]] = []
     for base in roots if roots is not None else run_roots():
         for p in base.glob("*/summary.json"):
+            if p.parent.is_symlink() or run_kind(p.parent) != "e2e":  # runs/latest-e2e: the same run again
+                continue
             try:
                 rec = json.loads(p.read_text())
             except (OSError, ValueError):
                 continue
-            if isinstance(rec, dict) and rec.get("verdict") in ("pass", "passed", True):
+            if isinstance(rec, dict) and rec.get("verdict") == "passed":
                 found.append((p.stat().st_mtime, rec))
     return max(found, key=lambda x: x[0])[1] if found else None
 

@@ -1,6 +1,6 @@
 """Serial console driver on pexpect, made for installers as much as for Linux.
 
-What it guards against (each seen in practice, see ../shared/reference/openbsd-vm.md):
+What it guards against (each seen in practice by projects that automate OpenBSD installs):
 
 * stale text matching an old prompt — :meth:`SerialConsole.send` drains pending output first,
   and ``expect(..., fresh=True)`` drains before waiting;

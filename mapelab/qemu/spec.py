@@ -4,7 +4,7 @@ Why typed: the OpenBSD installer, the build guest and the Linux CI guest all nee
 knobs (CPU, memory, disks, NICs, console, accelerator, -no-reboot, kernel boot); keeping them in
 dataclasses makes the argv reproducible, testable without QEMU, and recorded per run.
 
-Conventions (see ../shared/reference/openbsd-vm.md): ``-nodefaults -display none``; serial on a
+Conventions (docs/vm.md): ``-nodefaults -display none``; serial on a
 unix socket with a logfile (the boot transcript); QMP on a unix socket; management NIC on user
 networking with SSH forwarded to 127.0.0.1 on a port the host picks (read back over QMP, never
 guessed); testbed NICs as existing TAP devices; ``-smp N,sockets=1,cores=N,threads=1`` because

@@ -9,8 +9,19 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
+from ._guard import Choice, ScenarioFile, guarded
+
 TOP = Path(__file__).resolve().parents[2]
 BACKENDS = ("auto", "linux", "linux-vm", "openbsd")
+
+
+def _latest_e2e() -> Path | None:
+    from mapelab import runs
+
+    try:
+        return runs.latest("e2e")
+    except runs.RunLookupError:
+        return None
 
 
 @task(
@@ -23,19 +34,14 @@ BACKENDS = ("auto", "linux", "linux-vm", "openbsd")
         "args": "extra pytest arguments, as one string",
     },
 )
-def test_e2e(c, ce="auto", scenario=None, k=None, args=""):
-    """Run the end-to-end MAP-E suite against a CE through the simulated ISP; leaves runs/<id>/summary.*"""
-    if ce not in BACKENDS:
-        raise Exit(f"test-e2e: --ce {ce!r} is not a backend; use one of {', '.join(BACKENDS)}", code=2)
+@guarded(ce=Choice(BACKENDS, default="auto"), scenario=ScenarioFile())
+def test_e2e(c, ce=None, scenario=None, k=None, args=""):
+    """Run the end-to-end MAP-E suite against a CE through the simulated ISP; leaves runs/e2e-<time>/summary.*"""
     from mapelab import scenario as scenario_mod
+    from mapelab.e2e.select import DEFAULT_SCENARIOS, describe_backend
 
-    for name in scenario or []:
-        try:
-            scenario_mod.resolve(name)
-        except scenario_mod.ScenarioError as e:
-            raise Exit(f"test-e2e: {e}", code=2) from None
-    from mapelab.e2e.select import describe_backend
-
+    for name in scenario or DEFAULT_SCENARIOS:
+        scenario_mod.load(name)  # every scenario checked before pytest starts: ScenarioError → one line, exit 2
     print(f"test-e2e: {describe_backend(ce)}", flush=True)
     argv = [sys.executable, "-m", "pytest", "tests/e2e", "--ce", ce]
     for name in scenario or []:
@@ -43,11 +49,15 @@ def test_e2e(c, ce="auto", scenario=None, k=None, args=""):
     if k:
         argv += ["-k", k]
     cmd = " ".join(shlex.quote(a) for a in argv) + (f" {args}" if args else "")
+    before = _latest_e2e()
     with c.cd(str(TOP)):
         result = c.run(cmd, warn=True, pty=False)
-    latest = TOP / "runs" / "latest"
-    if latest.exists() and (latest / "summary.txt").exists():
-        print(f"\nrun record: {latest.resolve()}  (summary.txt, summary.json, ports-*.png, per-test pcaps)")
+    after = _latest_e2e()
+    if after is not None and after != before:
+        print(f"\nrun record: {after}  (summary.txt, summary.json, ports-*.png, per-test pcaps; "
+              f"runs/latest-e2e points at it)")
+    else:
+        print("\nno run record was written (pytest stopped before the suite ran)")
     if result.exited:
         raise Exit(code=result.exited)
 

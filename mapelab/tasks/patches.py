@@ -1,8 +1,8 @@
 """`invoke fetch-src`, `invoke patch.*` and `invoke submission`: OpenBSD sources, patch series, tech@ mails.
 
 Thin: parse options, call :mod:`mapelab.openbsd`, print.  Any error of that layer becomes one
-line naming the input and the fix, with exit code 2; a patch that does not apply (or checks
-that fail) exits 1 after the full report.
+line naming the input and the fix, with exit code 2 (:mod:`._guard`); a patch that does not
+apply (or checks that fail) exits 1 after the full report.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import json as jsonlib
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from invoke import Collection, task
@@ -22,8 +20,21 @@ from mapelab.openbsd import components, refresh, sources, striplevel
 from mapelab.openbsd import series as series_mod
 from mapelab.openbsd import submission as sub_mod
 from mapelab.openbsd.apply import apply_patch
-from mapelab.openbsd.errors import OpenBSDError
 from mapelab.openbsd.unidiff import parse
+
+from ._guard import (
+    Choice,
+    ExistingDir,
+    ExistingFile,
+    GitRef,
+    GitSource,
+    Int,
+    Name,
+    NewPath,
+    RelPaths,
+    Url,
+    guarded,
+)
 
 SOURCE_HELP = {
     "release": "OpenBSD release (7.6, 7.9 …, or current): picks patches/<release>.toml and, without "
@@ -39,12 +50,11 @@ SERIES_HELP = {
 }
 
 
-@contextmanager
-def _errors(task_name: str) -> Iterator[None]:
-    try:
-        yield
-    except OpenBSDError as e:
-        raise Exit(f"{task_name}: {e}", code=2) from None
+RELEASE = Name(r"\d\.\d|current", "an OpenBSD release such as 7.6, 7.9 or current")
+ARCHS = ("alpha", "amd64", "arm64", "armv7", "hppa", "i386", "landisk", "loongson", "luna88k", "macppc", "octeon",
+         "powerpc64", "riscv64", "sparc64")  # OpenBSD's platforms: sys/arch/<arch>/compile/GENERIC.MP
+SOURCE_OPTIONS = {"release": RELEASE, "src": ExistingDir(), "git": GitSource(), "ref": GitRef(), "mirror": Url()}
+SERIES = Name(r"[A-Za-z0-9][A-Za-z0-9_.+-]*|.*\.toml", "a series name in patches/ (e.g. 7.6) or a .toml file")
 
 
 def _series(task_name: str, series: str | None, release: str | None) -> series_mod.Series:
@@ -52,8 +62,7 @@ def _series(task_name: str, series: str | None, release: str | None) -> series_m
     if not name:
         raise Exit(f"{task_name}: give --release 7.6 (uses patches/7.6.toml) or --series NAME_OR_FILE; "
                    f"available series: {', '.join(series_mod.available())}", code=2)
-    with _errors(task_name):
-        return series_mod.load(name)
+    return series_mod.load(name)
 
 
 def _texts(task_name: str, s: series_mod.Series, allow_unverified: bool) -> dict[str, str]:
@@ -61,19 +70,18 @@ def _texts(task_name: str, s: series_mod.Series, allow_unverified: bool) -> dict
     if unverified and not allow_unverified:
         raise Exit(f"{task_name}: series {s.path} has unverified patches ({', '.join(unverified)}); pin their "
                    "sha256 in the series file, or pass --allow-unverified to use them anyway", code=2)
-    with _errors(task_name):
-        return {p.name: series_mod.patch_text(p, allow_unverified=allow_unverified) for p in s.patches}
+    return {p.name: series_mod.patch_text(p, allow_unverified=allow_unverified) for p in s.patches}
 
 
 def _tree(task_name: str, s: series_mod.Series | None, release: str | None, src: str | None, git: str | None,
           ref: str | None, mirror: str | None = None) -> Path:
     rel = release or (s.release if s else None)
-    with _errors(task_name):
-        spec = sources.spec_from_options(rel, git, ref, src, mirror)
-        return sources.obtain(spec)
+    spec = sources.spec_from_options(rel, git, ref, src, mirror)
+    return sources.obtain(spec)
 
 
 @task(help=SOURCE_HELP)
+@guarded(**SOURCE_OPTIONS)
 def fetch_src(c, release=None, src=None, git=None, ref=None, mirror=None):
     """Fetch OpenBSD src+sys in /usr/src shape (signify-verified release, git mirror or local dir).
 
@@ -89,22 +97,21 @@ def _run_series(task_name, s, texts, tree, *, dry_run, partial=False, rejects=Tr
     overlay: dict[str, str | None] = {}
     reports = []
     warnings: dict[str, list[str]] = {}
-    with _errors(task_name):
-        for p in s.patches:
-            notes = warnings.setdefault(p.name, [])
-            if s.release not in p.releases:
-                notes.append(f"{p.name} is marked for {', '.join(p.releases)}, not {s.release}")
-            if dry_run:
-                strip_note = striplevel.warning(p.name, tree, parse(texts[p.name], p.name), p.strip)
-                if strip_note:
-                    notes.append(strip_note)
-            for w in notes:
-                print(f"warning: {w}", file=sys.stderr if as_json else sys.stdout)
-            rep = apply_patch(tree, texts[p.name], strip=p.strip, dry_run=dry_run, partial=partial,
-                              name=p.name, overlay=overlay)
-            reports.append(rep)
-            if not dry_run and not rep.ok and not partial:
-                break  # later patches would be applied to a tree missing this one
+    for p in s.patches:
+        notes = warnings.setdefault(p.name, [])
+        if s.release not in p.releases:
+            notes.append(f"{p.name} is marked for {', '.join(p.releases)}, not {s.release}")
+        if dry_run:
+            strip_note = striplevel.warning(p.name, tree, parse(texts[p.name], p.name), p.strip)
+            if strip_note:
+                notes.append(strip_note)
+        for w in notes:
+            print(f"warning: {w}", file=sys.stderr if as_json else sys.stdout)
+        rep = apply_patch(tree, texts[p.name], strip=p.strip, dry_run=dry_run, partial=partial,
+                          name=p.name, overlay=overlay)
+        reports.append(rep)
+        if not dry_run and not rep.ok and not partial:
+            break  # later patches would be applied to a tree missing this one
     if as_json:
         print(jsonlib.dumps([{"patch": r.patch, "ok": r.ok, "written": r.written, "warnings": warnings[r.patch],
                               "files": [{"path": f.path, "new_file_form": f.new_file_form, "created": f.created,
@@ -120,6 +127,7 @@ def _run_series(task_name, s, texts, tree, *, dry_run, partial=False, rejects=Tr
             "tree": "check against this tree instead of fetching one (same as --src)",
             "rejects": "print each failed hunk in full (default on)",
             "json": "print the per-hunk report as JSON"})
+@guarded(**SOURCE_OPTIONS, series=SERIES, tree=ExistingDir())
 def check(c, release=None, series=None, tree=None, src=None, git=None, ref=None, mirror=None,
           allow_unverified=False, rejects=True, json=False):
     """Dry-run a series against a tree: every hunk reported clean / offset N / fuzz N / failed, nothing written."""
@@ -135,6 +143,7 @@ def check(c, release=None, series=None, tree=None, src=None, git=None, ref=None,
             "out": "copy the source tree here first and apply to the copy (keeps the cached tree pristine)",
             "partial": "write the hunks that apply and FILE.rej for the others (default: all or nothing)",
             "json": "print the per-hunk report as JSON"})
+@guarded(**SOURCE_OPTIONS, series=SERIES, tree=ExistingDir(), out=NewPath(dir_ok=True, must_not_exist=True))
 def apply(c, release=None, series=None, tree=None, out=None, src=None, git=None, ref=None, mirror=None,
           allow_unverified=False, partial=False, json=False):
     """Apply a series to a tree, reporting every hunk; by default nothing is written unless all hunks apply."""
@@ -167,7 +176,9 @@ def apply(c, release=None, series=None, tree=None, out=None, src=None, git=None,
             "patch": "which series patch to regenerate (its files are diffed); default: all files of the series",
             "also": "extra path(s) relative to /usr/src to include, comma-separated (e.g. new regress files)",
             "out": "write the patch here (default: print it)"})
-def refresh_(c, tree=None, pristine=None, release=None, series=None, patch=None, also="", src=None, git=None,
+@guarded(**SOURCE_OPTIONS, series=SERIES, tree=ExistingDir(), pristine=ExistingDir(), also=RelPaths(),
+         patch=Name(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", "a patch name of the series (its [[patch]] name)"), out=NewPath())
+def refresh_(c, tree=None, pristine=None, release=None, series=None, patch=None, also=None, src=None, git=None,
              ref=None, mirror=None, allow_unverified=False, out=None):
     """Regenerate a patch from an edited tree in `cvs diff -uNp` shape (Index:, RCS file:, revisions, -p0 paths)."""
     if not tree:
@@ -175,7 +186,7 @@ def refresh_(c, tree=None, pristine=None, release=None, series=None, patch=None,
     edited = Path(tree).expanduser().absolute()
     if not edited.is_dir():
         raise Exit(f"patch.refresh: --tree {edited} is not a directory", code=2)
-    files: list[str] = [a.strip() for a in also.split(",") if a.strip()]
+    files: list[str] = list(also)
     s = None
     if series or release:
         s = _series("patch.refresh", series, release)
@@ -184,9 +195,8 @@ def refresh_(c, tree=None, pristine=None, release=None, series=None, patch=None,
             raise Exit(f"patch.refresh: no patch {patch!r} in {s.path}; have {', '.join(p.name for p in s.patches)}",
                        code=2)
         texts = _texts("patch.refresh", s, allow_unverified)
-        with _errors("patch.refresh"):
-            for p in refs:
-                files += [fp.target(p.strip) for fp in parse(texts[p.name], p.name)]
+        for p in refs:
+            files += [fp.target(p.strip) for fp in parse(texts[p.name], p.name)]
     if not files:
         raise Exit("patch.refresh: no files to diff; give --series/--release (and --patch) or --also PATHS", code=2)
     base = Path(pristine).expanduser().absolute() if pristine else _tree("patch.refresh", s, release, src, git, ref,
@@ -204,22 +214,21 @@ def refresh_(c, tree=None, pristine=None, release=None, series=None, patch=None,
             "strip": "strip level for --patch (default 0)",
             "arch": "kernel architecture (default amd64)",
             "json": "print the plan as JSON (what build-vm reads)"})
-def plan(c, series=None, release=None, patch=None, strip=0, arch="amd64", allow_unverified=False, json=False):
+@guarded(series=SERIES, release=RELEASE, patch=ExistingFile(), strip=Int(0, 16, default=0),
+         arch=Choice(ARCHS, default="amd64"))
+def plan(c, series=None, release=None, patch=None, strip=None, arch=None, allow_unverified=False, json=False):
     """Plan the smallest correct rebuild for the files a series touches (what build-vm runs).
 
     sys/ → kernel; sys/net/pfvar.h → make includes + every pf ioctl consumer; programs; regress;
     man pages are linted, not built.
     """
-    with _errors("patch.plan"):
-        if patch:
-            p = Path(patch)
-            if not p.is_file():
-                raise Exit(f"patch.plan: --patch {p} not found", code=2)
-            touched = [fp.target(int(strip)) for fp in parse(p.read_text(errors="surrogateescape"), str(p))]
-            result = components.plan(touched, arch=arch)
-        else:
-            s = _series("patch.plan", series, release)
-            result = components.plan_series(s, _texts("patch.plan", s, allow_unverified), arch=arch)
+    if patch:
+        p = Path(patch)
+        touched = [fp.target(strip) for fp in parse(p.read_text(errors="surrogateescape"), str(p))]
+        result = components.plan(touched, arch=arch)
+    else:
+        s = _series("patch.plan", series, release)
+        result = components.plan_series(s, _texts("patch.plan", s, allow_unverified), arch=arch)
     print(jsonlib.dumps(result.as_dict(), indent=2) if json else result.text())
 
 
@@ -230,6 +239,8 @@ def plan(c, series=None, release=None, patch=None, strip=0, arch="amd64", allow_
             "tree_check": "check against a target tree (default on); off: no apply check and no man page lint",
             "out": "directory for TOPIC.mail and TOPIC.checks.txt (default: $MAPELAB_CACHE/submissions/SERIES)",
             "json": "print the checks as JSON"})
+@guarded(**SOURCE_OPTIONS, series=SERIES, tree=ExistingDir(), out=NewPath(dir_ok=True),
+         topic=Name(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", "a topic name of the series ([topics.NAME])"))
 def submission(c, release=None, series=None, topic=None, tree=None, src=None, git=None, ref=None, mirror=None,
                allow_unverified=False, tree_check=True, out=None, json=False):
     """Write one plain-text tech@ mail per topic, in the series' topic order, and run a reviewer's first checks.
@@ -245,12 +256,11 @@ def submission(c, release=None, series=None, topic=None, tree=None, src=None, gi
     dest = Path(out).expanduser() if out else cache_sub("submissions", s.name)
     record = sub_mod.latest_run_record()
     results = []
-    with _errors("submission"):
-        for t in topics:
-            sub = sub_mod.prepare(s, texts, t, tree=target, record=record)
-            atomic_write(dest / f"{t}.mail", sub.mail.encode("utf-8", "surrogateescape"))
-            atomic_write(dest / f"{t}.checks.txt", sub.checks_text() + "\n")
-            results.append(sub)
+    for t in topics:
+        sub = sub_mod.prepare(s, texts, t, tree=target, record=record)
+        atomic_write(dest / f"{t}.mail", sub.mail.encode("utf-8", "surrogateescape"))
+        atomic_write(dest / f"{t}.checks.txt", sub.checks_text() + "\n")
+        results.append(sub)
     if json:
         print(jsonlib.dumps([{"order": n, "topic": r.topic, "ok": r.ok, "mail": str(dest / f"{r.topic}.mail"),
                               "findings": [f.as_dict() for f in r.findings]} for n, r in enumerate(results, 1)],

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-F = TypeVar("F", bound=Callable[..., Any])
+from ._guard import BadInput, Choice, Int, Name, guarded
+
+ACCEL = Choice(("kvm", "tcg"))
+MACHINE = Name(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a machine name (letters, digits, _ . -); see invoke vm.list")
 
 
 def _say(msg: str) -> None:
@@ -28,37 +30,28 @@ def _fail(task_name: str, msg: str, code: int = 1) -> Exit:
 
 
 def _guard(task_name: str, fn: Callable[[], Any]) -> Any:
-    """Run library code; turn the VM layer's errors into one-line exits (no tracebacks)."""
-    from mapelab.qemu.errors import QemuError
+    """Run library code so that SIGTERM (a CI timeout, kill) stops machines in order, like Ctrl-C.
+
+    The QEMU layer reports an impossible machine spec as ValueError: that is the user's input
+    (exit 2).  Every other error is sorted by :func:`mapelab.tasks._guard.guarded`.
+    """
 
     def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # SIGTERM (a CI timeout, kill) stops machines in order, like Ctrl-C
+        raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
     try:
         return fn()
-    except QemuError as e:
-        raise _fail(task_name, str(e)) from None
     except ValueError as e:
-        raise _fail(task_name, str(e), code=2) from None
-    except KeyboardInterrupt:
-        raise _fail(task_name, "interrupted; machines started here were stopped", code=130) from None
+        raise BadInput(str(e)) from None
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
 
 
-def _check_accel(task_name: str, accel: str | None) -> None:
-    if accel is not None and accel.lower() not in ("kvm", "tcg"):
-        raise _fail(task_name, f"--accel {accel!r}: use kvm or tcg (or leave it out to probe)", code=2)
-
-
-def _check_name(task_name: str, name: str | None) -> str:
+def _need_name(task_name: str, name: str | None) -> str:
     if not name:
         raise _fail(task_name, "give the machine name: --name NAME (invoke vm.list shows them)", code=2)
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name):
-        raise _fail(task_name, f"--name {name!r}: not a machine name (letters, digits, _ . -); see invoke vm.list",
-                    code=2)
     return name
 
 
@@ -72,9 +65,9 @@ def _record(task_name: str, name: str) -> dict[str, Any]:
 
 
 @task(help={"accel": "force kvm or tcg instead of probing", "fresh": "ignore the cached verdict and probe again"})
+@guarded(accel=ACCEL)
 def probe(c, accel=None, fresh=False):
     """Say which accelerator machines will use (probing KVM with a tiny guest) and why."""
-    _check_accel("probe", accel)
     from mapelab.guests import linux
     from mapelab.qemu import accel as accel_mod
     from mapelab.qemu import images
@@ -92,6 +85,7 @@ def probe(c, accel=None, fresh=False):
 
 
 @task(name="build-linux", help={"rebuild": "build again even if the image for this recipe is cached"})
+@guarded()
 def build_linux(c, rebuild=False):
     """Build the CI Linux guest image from Debian packages (vm/linux-ci); cached by recipe."""
     from mapelab.guests import linux
@@ -108,24 +102,22 @@ def build_linux(c, rebuild=False):
         "tap": "existing TAP devices to attach, comma-separated, in order (e.g. the testbed's wan,lan TAPs)",
         "accel": "force kvm or tcg instead of probing",
         "detach": "leave the guest running after this task ends (stop it with invoke vm.stop --name NAME)",
-        "cpus": "virtual CPUs (default 2)",
-        "memory": "memory in MiB (default 1024)",
+        "cpus": "virtual CPUs, 1..64 (default 2)",
+        "memory": "memory in MiB, 64..1048576 (default 1024)",
     },
 )
-def boot_linux(c, name=None, tap=None, accel=None, detach=False, cpus=2, memory=1024):
+@guarded(name=MACHINE, accel=ACCEL, cpus=Int(1, 64, default=2), memory=Int(64, 1 << 20, default=1024))
+def boot_linux(c, name=None, tap=None, accel=None, detach=False, cpus=None, memory=None):
     """Boot the CI Linux guest on a fresh overlay and wait until it answers SSH."""
-    _check_accel("boot-linux", accel)
-    if name is not None:
-        _check_name("boot-linux", name)
     taps = [t for t in (tap or "").split(",") if t]
     for t in taps:
-        if not os.path.exists(f"/sys/class/net/{t}"):
-            raise _fail("boot-linux", f"--tap {t!r}: no such network device here; create the TAP first "
-                                      f"(ip tuntap add {t} mode tap) or start the testbed", code=2)
+        if "/" in t or t in (".", "..") or not os.path.exists(f"/sys/class/net/{t}"):
+            raise BadInput(f"--tap {t!r}: no such network device here; create the TAP first "
+                           f"(ip tuntap add {t} mode tap) or start the testbed")
     from mapelab.guests import linux
 
     def run() -> None:
-        with linux.boot(name=name, taps=taps, accel=accel, cpus=int(cpus), memory_mb=int(memory),
+        with linux.boot(name=name, taps=taps, accel=accel, cpus=cpus, memory_mb=memory,
                         progress=_say, detach=detach) as g:
             port = g.machine.forwarded_ssh
             print(f"{g.name}: SSH on 127.0.0.1:{port} (invoke vm.ssh --name {g.name}), console: invoke vm.console "
@@ -140,6 +132,7 @@ def boot_linux(c, name=None, tap=None, accel=None, detach=False, cpus=2, memory=
 
 
 @task(name="list", help={"json": "print one JSON object instead of tables"})
+@guarded()
 def list_(c, json=False):
     """List cached images (key, size, overlays) and machines (state, PID, SSH port)."""
     from mapelab.qemu import cache, images
@@ -173,9 +166,10 @@ def list_(c, json=False):
 
 
 @task(help={"name": "the machine (see invoke vm.list)"})
+@guarded(name=MACHINE)
 def console(c, name=None):
     """Attach this terminal to a running machine's serial console (Ctrl-] detaches)."""
-    name = _check_name("console", name)
+    name = _need_name("console", name)
     rec = _record("console", name)
     if not rec["alive"]:
         raise _fail("console", f"machine {name} is not running; boot it first (invoke vm.boot-linux)", code=2)
@@ -192,9 +186,10 @@ def console(c, name=None):
 
 
 @task(help={"name": "the machine (see invoke vm.list)", "command": "run this command instead of an interactive shell"})
+@guarded(name=MACHINE)
 def ssh(c, name=None, command=None):
     """Run a command (streamed, exit status passed on) or a shell on a running machine over SSH."""
-    name = _check_name("ssh", name)
+    name = _need_name("ssh", name)
     rec = _record("ssh", name)
     if not rec["alive"] or not rec.get("ssh_port"):
         raise _fail("ssh", f"machine {name} is not running or has no SSH port yet; see invoke vm.list", code=2)
@@ -230,6 +225,7 @@ def ssh(c, name=None, command=None):
 
 
 @task(help={"name": "the machine (see invoke vm.list)", "all": "stop every running machine"})
+@guarded(name=MACHINE)
 def stop(c, name=None, all=False):
     """Stop a machine: QMP quit, then SIGTERM, then SIGKILL, by its recorded PID."""
     from mapelab.qemu.machine import machine_records, stop_recorded
@@ -239,7 +235,7 @@ def stop(c, name=None, all=False):
         if not names:
             print("no running machines")
     else:
-        names = [_check_name("stop", name)]
+        names = [_need_name("stop", name)]
         _record("stop", names[0])
     for n in names:
         print(_guard("stop", lambda n=n: stop_recorded(n)))
@@ -248,15 +244,24 @@ def stop(c, name=None, all=False):
 @task(help={"images": "also remove image layers no machine uses (the current Linux guest stays unless --all)",
             "all": "with --images: remove the current Linux guest image too",
             "dry_run": "only say what would be removed"})
+@guarded()
 def prune(c, images=False, all=False, dry_run=False):
     """Remove stopped machines' runs, unfinished builds, stale locks and (with --images) unused images."""
     from mapelab.guests import linux
     from mapelab.qemu import prune as prune_mod
 
+    if all and not images:
+        raise BadInput("--all only means something with --images (remove the current Linux guest image too)")
     keep: list[str] = []
-    if not all:
-        with contextlib.suppress(Exception):  # a broken recipe must not stop the cleanup
+    if images and not all:
+        # The image the current recipe needs is never pruned: if its key cannot be computed we cannot
+        # tell which image that is, so no image is removed (an empty keep list would remove them all).
+        try:
             keep.append(linux.image_key())
+        except Exception as e:
+            raise _fail("prune", f"cannot tell which image the current Linux guest needs ({type(e).__name__}: {e}); "
+                                 "no image was removed. Fix what the error names (the recipe in vm/linux-ci, the "
+                                 "cache's ssh key), or pass --all to remove that image too") from None
     acts = _guard("prune", lambda: prune_mod.prune(images_too=images, keep_keys=keep, dry_run=dry_run))
     for a in acts:
         print(a)

@@ -33,11 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from mapelab import scenario as scenario_mod
+from mapelab.mape import MapeError
+from mapelab.runs import RunLookupError, set_latest
+from mapelab.runs import latest as latest_run
 
 from .proc import ProcRef, kill
-from .runs import FINISHED, RunRecord, new_run, runs_root, set_latest, sweep
+from .runs import FINISHED, RunRecord, new_run, runs_root, sweep
 from .status import TestbedStatus
-from .supervisor import TestbedError
+from .supervisor import TestbedError, TestbedInputError
 
 UP_TIMEOUT = 30.0
 
@@ -94,7 +97,8 @@ class Testbed:
             return {"ok": True}
         answer = json.loads(buf)
         if not answer.get("ok"):
-            raise TestbedError(f"testbed {self.run_dir.name}: {cmd} failed: {answer.get('error')}")
+            cls = TestbedInputError if answer.get("input_error") else TestbedError
+            raise cls(f"testbed {self.run_dir.name}: {cmd} failed: {answer.get('error')}")
         return answer
 
     def renumber(self, pool: str | None = None) -> str:
@@ -205,7 +209,7 @@ class Testbed:
             names[f"lan{s.index}"] = s.lan_netns
         ns = names.get(node, node if node.startswith(st.prefix) else None)
         if ns is None:
-            raise TestbedError(f"no node {node!r} in run {st.run_id}; nodes: {', '.join(names)}")
+            raise TestbedInputError(f"no node {node!r} in run {st.run_id}; nodes: {', '.join(names)}")
         return ["ip", "netns", "exec", ns, os.environ.get("SHELL", "/bin/bash")]
 
     # -- teardown --------------------------------------------------------------------------
@@ -231,6 +235,35 @@ class Testbed:
         return f"run {self.run_dir.name} is {self.record.state}"
 
 
+def check_request(scenario: str | Path, ces: int | None = None,
+                  vm_slots: tuple[int, ...] = ()) -> scenario_mod.Scenario:
+    """The scenario, loaded and checked, once the CE count and VM slots are known to fit it.
+
+    Bad input (:class:`~mapelab.scenario.ScenarioError`, :class:`TestbedInputError`) is refused
+    here, before anything starts: ``invoke testbed.up`` exits 2 on it.
+    """
+    scn = scenario_mod.load(scenario)
+    n = ces if ces is not None else scn.ce_count
+    if not 1 <= n <= scenario_mod.MAX_CES:
+        raise TestbedInputError(f"ces = {n}: use 1..{scenario_mod.MAX_CES} CE slots")
+    prefixes = scn.delegated_prefixes(n)
+    if len(prefixes) < n:
+        raise TestbedInputError(f"ces = {n} but scenario {scn.path} has a pool of {len(prefixes)} prefix(es); "
+                                "use fewer CEs or a wider [dhcp] pd_pool")
+    for p in prefixes[scn.ce_count:]:  # load() checked the scenario's own CEs
+        try:
+            if not len(scn.derive(p).port_set):
+                raise TestbedInputError(f"ces = {n}: CE prefix {p} of scenario {scn.path} gets "
+                                        f"{scenario_mod.no_usable_ports(scn.derive(p).port_set)}")
+        except MapeError as e:
+            raise TestbedInputError(f"ces = {n}: CE prefix {p} of scenario {scn.path} cannot be derived: {e}; "
+                                    "use fewer CEs") from None
+    bad = [i for i in vm_slots if not 1 <= i <= n]
+    if bad:
+        raise TestbedInputError(f"vm slots {bad} are outside 1..{n}; use --vm-slots within the CE count")
+    return scn
+
+
 def up(scenario: str | Path = "cosmote-like", *, ces: int | None = None, vm_slots: tuple[int, ...] = (),
        pcap: bool = False, br: bool = True, br_antispoof: bool = True, attach: bool = True,
        log: Any = print) -> Testbed:
@@ -241,28 +274,21 @@ def up(scenario: str | Path = "cosmote-like", *, ces: int | None = None, vm_slot
     Raises :class:`TestbedError` with the supervisor's reason and the run directory when the testbed
     cannot come up.
     """
+    scn = check_request(scenario, ces, vm_slots)
+    n = ces if ces is not None else scn.ce_count
     missing = preflight()
     if missing:
         raise TestbedError("cannot run a testbed here; missing: " + "; ".join(missing))
-    scn = scenario_mod.load(scenario)
-    n = ces if ces is not None else scn.ce_count
-    if n < 1:
-        raise TestbedError(f"ces = {n}: a testbed needs at least one CE slot")
-    if len(scn.delegated_prefixes(n)) < n:
-        raise TestbedError(f"ces = {n} but scenario {scn.path} has a pool of {len(scn.delegated_prefixes(n))} "
-                           "prefix(es); use fewer CEs or a wider [dhcp] pd_pool")
-    bad = [i for i in vm_slots if not 1 <= i <= n]
-    if bad:
-        raise TestbedError(f"vm slots {bad} are outside 1..{n}; use --vm-slots within the CE count")
     sweep(log=log)
     run_id, prefix, run_dir = new_run()
     rec = RunRecord(run_dir / "run.json", {
-        "run_id": run_id, "prefix": prefix, "scenario": scn.name, "scenario_path": str(scn.path), "ces": n,
+        "kind": "testbed", "run_id": run_id, "prefix": prefix, "scenario": scn.name, "scenario_path": str(scn.path),
+        "ces": n,
         "vm_slots": sorted(vm_slots), "pcap": pcap, "br": br, "br_antispoof": br_antispoof, "state": "starting",
         "owner": ProcRef.of("caller", os.getpid()).to_dict(), "procs": [], "created_at": time.time(),
     })
     rec.save()
-    set_latest(run_dir)
+    set_latest(run_dir, "testbed")
     argv = [sys.executable, "-m", "mapelab.testbed.supervisor", "--run-dir", str(run_dir)]
     if attach:
         argv += ["--watch-pid", str(os.getpid())]
@@ -290,11 +316,11 @@ def up(scenario: str | Path = "cosmote-like", *, ces: int | None = None, vm_slot
 
 
 def latest() -> Testbed:
-    """The most recent run (``runs/latest``), whatever its state."""
-    link = runs_root() / "latest"
-    if not link.exists():
-        raise TestbedError(f"no run yet under {runs_root()}: start one with `invoke testbed.up`")
-    return Testbed(link.resolve())
+    """The most recent testbed run (``runs/latest-testbed``), whatever its state; never an e2e run."""
+    try:
+        return Testbed(latest_run("testbed"))
+    except RunLookupError as e:
+        raise TestbedError(str(e)) from None
 
 
 def running() -> list[Testbed]:

@@ -1,7 +1,7 @@
 """Run directories, the run record, and the sweep that cleans up after killed runs.
 
-Each run owns ``runs/<id>/`` (``runs/`` at the repository root, or ``$MAPELAB_RUNS``) and a
-name prefix.  ``run.json`` — the run record — names the prefix, the owning process (the
+Each run owns ``runs/<id>/`` (``runs/`` at the repository root, or ``$MAPELAB_RUNS``; see
+:mod:`mapelab.runs`) and a name prefix.  ``run.json`` — the run record — names the prefix, the owning process (the
 testbed supervisor, identified by PID and start time) and every process it started.  The
 record is written *before* anything is created, so whatever a killed run left is findable by
 its prefix.
@@ -22,17 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from mapelab.files import atomic_write as write_atomic
+from mapelab.runs import KINDS, runs_root
 
 from . import topology
 from .proc import ProcRef, kill
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RECORD = "run.json"
+RECORD = KINDS["testbed"]  # run.json
 FINISHED = ("down", "failed", "swept")
-
-
-def runs_root() -> Path:
-    return Path(os.environ.get("MAPELAB_RUNS") or REPO_ROOT / "runs")
 
 
 def new_run() -> tuple[str, str, Path]:
@@ -50,15 +46,6 @@ def new_run() -> tuple[str, str, Path]:
         run_dir.mkdir()
         return run_id, prefix, run_dir
     raise RuntimeError(f"no free run prefix after 100 tries: clean {root} and `ip netns list` of ml* leftovers")
-
-
-def set_latest(run_dir: Path) -> None:
-    link = run_dir.parent / "latest"
-    tmp = run_dir.parent / f".latest.{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(link)
 
 
 @dataclass
@@ -120,7 +107,7 @@ def sweep(root: Path | None = None, log=print) -> list[str]:
     if not root.is_dir():
         return said
     for rec_path in sorted(root.glob(f"*/{RECORD}")):
-        if rec_path.parent.is_symlink():  # runs/latest
+        if rec_path.parent.is_symlink():  # runs/latest-testbed
             continue
         try:
             rec = RunRecord.load(rec_path.parent)

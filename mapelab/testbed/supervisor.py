@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mapelab import scenario as scenario_mod
+from mapelab.errors import InputError
 from mapelab.files import atomic_write as write_atomic
 from mapelab.netio.dhcp6 import Dhcp6Error
 from mapelab.scenario import Scenario
@@ -53,6 +54,13 @@ class TestbedError(RuntimeError):
     """The testbed could not do what was asked; the message says what, why and what to do."""
 
     __test__ = False  # not a pytest class despite the name
+
+
+class TestbedInputError(TestbedError, InputError):
+    """What was asked cannot work (a CE count the pool cannot serve, a slot outside the CEs, a pool
+    that is not an IPv6 network): refused before anything starts; tasks exit 2."""
+
+    __test__ = False
 
 
 def scenario_toml(s: Scenario, brs: tuple[IPv6Address, ...], ces: int, pd_pool: IPv6Network | None = None) -> str:
@@ -409,18 +417,35 @@ class Supervisor:
                 self.delegation(d)
 
     def delegation(self, d: ra.Delegation) -> None:
+        """Route a delegated prefix to the CE Kea gave it to (or drop the route when the lease ends).
+
+        The log and the status claim a route only when ``ip`` said it worked: a failed install is
+        logged as such and left unrecorded, so the next reply for the prefix tries again.
+        """
         if d.valid == 0:
             if self.routes.pop(d.prefix, None) is not None:
-                nn.ip("-6", "route", "del", str(d.prefix), netns=self.lay.isp, check=False)
-                self.note(f"route {d.prefix} removed (valid lifetime 0 to {d.client})")
+                done = self._route("del", str(d.prefix))
+                self.note(f"route {d.prefix} {'removed' if done is None else 'NOT removed: ' + done} "
+                          f"(valid lifetime 0 to {d.client})")
         elif self.routes.get(d.prefix) != d.client:
-            nn.ip("-6", "route", "replace", str(d.prefix), "via", str(d.client), "dev", self.lay.wan_bridge,
-                  netns=self.lay.isp, check=False)
+            failed = self._route("replace", str(d.prefix), "via", str(d.client), "dev", self.lay.wan_bridge)
+            if failed is not None:
+                self.note(f"route {d.prefix} via {d.client} NOT installed: {failed}; the next reply for it tries again")
+                return
             self.routes[d.prefix] = d.client
-            self.note(f"route {d.prefix} via {d.client}")
+            self.note(f"route {d.prefix} via {d.client} installed")
         else:
             return
         self.write_status()
+
+    def _route(self, *args: str) -> str | None:
+        """``ip -6 route ARGS`` in the ISP namespace: None when it worked, else why not (one line)."""
+        try:
+            nn.ip("-6", "route", *args, netns=self.lay.isp)
+        except nn.NetError as e:
+            lines = str(e).splitlines()
+            return next((x.removeprefix("stderr: ") for x in lines if x.startswith("stderr:")), lines[0])
+        return None
 
     def handle_control(self) -> None:
         assert self.ctl
@@ -441,7 +466,7 @@ class Supervisor:
                 answer = {"ok": True, **(self.command(req) or {})}
             except Exception as e:
                 self.note(f"command {buf[:200]!r} failed: {e}")
-                answer = {"ok": False, "error": str(e)}
+                answer = {"ok": False, "error": str(e), "input_error": isinstance(e, InputError)}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(answer, default=str).encode() + b"\n")
 
@@ -456,11 +481,14 @@ class Supervisor:
             self.stopping = True
             return None
         if cmd == "renumber":
-            pool = IPv6Network(req["pool"]) if req.get("pool") else renumber_pool(self.scenario, self.plan.pd_pool)
+            try:
+                pool = IPv6Network(req["pool"]) if req.get("pool") else renumber_pool(self.scenario, self.plan.pd_pool)
+            except ValueError as e:
+                raise TestbedInputError(f"renumber: pool {req['pool']!r}: {e}") from None
             dlen = self.scenario.dhcp.delegated_len
             if pool.prefixlen > dlen:
-                raise TestbedError(f"renumber: pool {pool} is longer than the delegated length /{dlen}; "
-                                   f"give a pool of /{dlen} or shorter")
+                raise TestbedInputError(f"renumber: pool {pool} is longer than the delegated length /{dlen}; "
+                                        f"give a pool of /{dlen} or shorter")
             self.plan = replace(self.plan, pd_pool=pool)
             self.apply_plan()  # the BR works on rules, not on the pool: it keeps running
             return {"pd_pool": str(pool)}
@@ -473,7 +501,10 @@ class Supervisor:
             self.apply_plan()
             return None
         if cmd == "change-br":
-            new = tuple(IPv6Address(b) for b in req.get("brs") or []) or (IPv6Address(int(self.plan.brs[0]) + 1),)
+            try:
+                new = tuple(IPv6Address(b) for b in req.get("brs") or []) or (IPv6Address(int(self.plan.brs[0]) + 1),)
+            except ValueError as e:
+                raise TestbedInputError(f"change-br: {e}") from None
             old = self.plan.brs
             self.plan = replace(self.plan, brs=new)
             self.assign_brs(new)

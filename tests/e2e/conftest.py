@@ -1,7 +1,8 @@
 """Fixtures of the e2e suite: one testbed per scenario, CEs through the driver, and the run record.
 
 Selection: ``--ce auto|linux|linux-vm|openbsd`` and ``--scenario NAME`` (repeatable), which
-``invoke test-e2e`` passes through.  Everything a run produces lands in ``runs/e2e-<time>/``:
+``invoke test-e2e`` passes through.  Everything a run produces lands in ``runs/e2e-<time>/``
+(``runs/latest-e2e`` points at the newest):
 per test ``inet.pcap`` and ``wan-ce<N>.pcap`` and the ports seen, and at the end
 ``summary.json``, ``summary.txt`` and ``ports-<ce>.png`` (see :mod:`mapelab.summary`).
 """
@@ -12,9 +13,11 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,10 @@ import pytest
 from mapelab import scenario as scenario_mod
 from mapelab.ce import driver as ce_driver
 from mapelab.ce.driver import CeDriver, CeParams, Unsupported
-from mapelab.e2e.select import choose_backend
+from mapelab.e2e.select import DEFAULT_SCENARIOS, choose_backend
 from mapelab.scenario import Scenario
 from mapelab.summary import RunSummary, TestVerdict
 
-DEFAULT_SCENARIOS = ("cosmote-like", "rfc7597-example1", "k12-small-set")
 SMALL_SET = 64  # exhaustion runs where the whole set can be exhausted in seconds
 
 
@@ -115,18 +117,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def e2e_run(request: pytest.FixtureRequest) -> Iterator[RunSummary]:
-    from mapelab.testbed.runs import runs_root, set_latest
+    from mapelab.runs import runs_root, set_latest
 
     run_dir = runs_root() / time.strftime("e2e-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     backend, why = chosen_backend(request.config)
     summary = RunSummary(run_dir, ce_backend=backend,
                          scenarios=[sc.name for sc in chosen_scenarios(request.config)])
-    summary.notes = [f"CE backend {backend} ({why})"]  # type: ignore[attr-defined]
+    summary.notes.append(f"CE backend {backend} ({why})")
     request.config.stash[SUMMARY] = summary
     yield summary
     summary.write()
-    set_latest(run_dir)
+    set_latest(run_dir, "e2e")  # runs/latest-e2e; testbed tasks follow runs/latest-testbed only
 
 
 SUMMARY = pytest.StashKey[RunSummary]()
@@ -296,20 +298,37 @@ def fresh_site(backend: str, backend_options: dict[str, Any], e2e_run: RunSummar
         s = start_site(scenario_mod.load(path), backend, test_dir, None, ces=ces,
                        ce_options={**backend_options, **(ce_options or {})},
                        **up_options)
-        made.append((s, start_captures(s, test_dir)))
+        made.append((s, start_captures(s, test_dir, e2e_run)))
         return s
 
     yield make
     for s, caps in made:
-        stop_captures(caps)
+        stop_captures(caps, e2e_run)
         stop_site(s)
 
 
 # -- per-test captures ---------------------------------------------------------------------------------------
 
 
-def start_captures(site: Site, where: Path) -> list[subprocess.Popen[bytes]]:
-    """tcpdump on the IPv4 internet's link and on every CE's WAN, into ``where``."""
+@dataclasses.dataclass
+class Capture:
+    """One tcpdump: its process, the pcap it writes and its own log (stderr), beside the pcap."""
+
+    proc: subprocess.Popen[bytes]
+    pcap: Path
+    log: Path
+    ok: bool = True
+
+
+def start_captures(site: Site, where: Path, summary: RunSummary) -> list[Capture]:
+    """tcpdump on the IPv4 internet's link and on every CE's WAN, into ``where``.
+
+    A capture that does not start (tcpdump missing, a wrong interface, no permission) is not
+    hidden: its stderr goes to ``<pcap>.log`` and the run record gets a warning naming the pcap
+    and tcpdump's reason.  It does not fail the test — the checks judge the CE from the internet's
+    own flow records, not from pcaps, so a broken capture says nothing about the CE — but a reader
+    of the run record must know the pcap it expects is missing or incomplete.
+    """
     st = site.bed.status
     jobs = [(st.inet_netns, "any", where / "inet.pcap")]
     for s in st.slots:
@@ -317,26 +336,57 @@ def start_captures(site: Site, where: Path) -> list[subprocess.Popen[bytes]]:
             jobs.append((s.ce_netns, s.wan_if, where / f"wan-ce{s.index}.pcap"))
         elif s.wan_tap:
             jobs.append((None, s.wan_tap, where / f"wan-ce{s.index}.pcap"))
-    procs = []
+    if shutil.which("tcpdump") is None:
+        for _ns, _iface, out in jobs:
+            summary.warn(f"capture {out.parent.name}/{out.name} not taken: tcpdump is not installed "
+                         "(apt-get install tcpdump)")
+        return []
+    caps = []
     for ns, iface, out in jobs:
         argv = (["ip", "netns", "exec", ns] if ns else []) + ["tcpdump", "-q", "-n", "-U", "-s", "256",
                                                               "-i", iface, "-w", str(out)]
-        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True))
-    time.sleep(0.3)  # tcpdump needs a moment before it sees packets
-    return procs
+        log = out.with_name(out.name + ".log")
+        with log.open("wb") as err:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        caps.append(Capture(proc, out, log))
+    # tcpdump says "listening on IFACE" once it captures; waiting for that (not a fixed sleep) is both
+    # faster and the proof that it started.
+    deadline = time.monotonic() + 5
+    pending = list(caps)
+    while pending and time.monotonic() < deadline:
+        pending = [c for c in pending if c.proc.poll() is None and b"listening on" not in c.log.read_bytes()]
+        time.sleep(0.02)
+    for c in caps:
+        if c.proc.poll() is not None or c in pending:
+            c.ok = False
+            _capture_warning(summary, c, "did not start" if c.proc.poll() is not None else "not listening after 5 s")
+    return caps
 
 
-def stop_captures(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    for p in procs:
+def _capture_warning(summary: RunSummary, c: Capture, what: str) -> None:
+    text = c.log.read_text(errors="replace").strip().splitlines()
+    reason = text[-1] if text else f"exit status {c.proc.returncode}"
+    message = f"capture {c.pcap.parent.name}/{c.pcap.name} {what}: {reason} (log: {c.log.name})"
+    summary.warn(message)
+    warnings.warn(message, stacklevel=2)
+
+
+def stop_captures(caps: list[Capture], summary: RunSummary) -> None:
+    for c in caps:
+        if c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGINT)
+    for c in caps:
         try:
-            p.wait(timeout=5)
+            c.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+            c.proc.kill()
+            c.proc.wait()
+            if c.ok:
+                _capture_warning(summary, c, "did not stop on SIGINT and was killed (its pcap may be cut short)")
+            continue
+        m = re.search(rb"(\d+) packets? dropped by kernel", c.log.read_bytes())
+        if c.ok and m and int(m.group(1)):
+            _capture_warning(summary, c, f"is incomplete: {int(m.group(1))} packets dropped by the kernel")
 
 
 @pytest.fixture(autouse=True)
@@ -346,11 +396,12 @@ def _capture(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     site: Site = request.getfixturevalue("site")
     where: Path = request.getfixturevalue("test_dir")
-    procs = start_captures(site, where)
+    summary: RunSummary = request.getfixturevalue("e2e_run")
+    caps = start_captures(site, where, summary)
     try:
         yield
     finally:
-        stop_captures(procs)
+        stop_captures(caps, summary)
 
 
 @pytest.fixture

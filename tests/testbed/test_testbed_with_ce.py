@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mapelab import scenario as scenario_mod
-from tests.testbed.testbed_fixture import br_available, make_testbed, runs_root  # noqa: F401
+from tests.testbed.testbed_fixture import br_available, in_ns, make_testbed, runs_root  # noqa: F401
 
 
 def test_two_ces_through_the_br(make_testbed) -> None:  # noqa: F811
@@ -34,6 +34,11 @@ def test_two_ces_through_the_br(make_testbed) -> None:  # noqa: F811
             assert got.differences(scn.derive(got.delegated_prefix)) == []
             params.append(scn.derive(got.delegated_prefix))
         assert params[0].delegated_prefix != params[1].delegated_prefix
+        for p in params:  # the ISP routes each prefix, and its log says "installed" because ip said so
+            via = tb.wait_delegated(str(p.delegated_prefix))
+            assert f"route {p.delegated_prefix} via {via} installed" in (tb.run_dir / "events.log").read_text()
+            shown = in_ns(tb.status.isp_netns, "ip", "-6", "route", "show", str(p.delegated_prefix))
+            assert f"via {via}" in shown, shown
         for i, p in enumerate(params, start=1):
             before = len(tb.flows())
             for mode in ("tcp", "udp", "ping"):

@@ -94,3 +94,76 @@ def test_openbsd_lines_are_what_pfctl_accepts() -> None:
     assert "# unsupported: pf widens ICMP echo ids" in offset0
     k0 = calc("--scenario", "k0-full-address").stdout.split("OpenBSD CE:\n", 1)[1]
     assert "nat-to (gif0)\n" in k0 and "map-e-portset" not in k0
+
+
+EX5 = ["--rule-ipv6", "2001:db8:12:3400::/56", "--rule-ipv4", "192.0.2.18/32", "--ea-len", "0", "--offset", "6",
+       "--psid-len", "8", "--prefix", "2001:db8:12:3400::/56"]
+
+
+def test_psid_and_psid_wire_give_the_same_port_set_and_both_are_printed() -> None:
+    """--psid is right-aligned (0x34); option 93's field, and mapcalc's psid=, is left-aligned (0x3400)."""
+    right = json.loads(calc(*EX5, "--psid", "0x34", "--json").stdout)
+    wire = json.loads(calc(*EX5, "--psid-wire", "0x3400", "--json").stdout)
+    assert right == wire and right["psid"] == 0x34 and right["psid_wire"] == 0x3400
+    assert right["port_ranges"][0] == [1232, 1235]
+    text = calc(*EX5, "--psid-wire", "13312").stdout
+    assert "PSID 52 (0x34, right-aligned" in text and "left-aligned: 0x3400" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--psid-wire", "0x34"], "--psid-wire 0x0034: its low 8 bits are not zero"),  # the right-aligned value
+        (["--psid", "0x34", "--psid-wire", "0x3400"], "not both"),
+        (["--psid-wire", "0x10000"], "16 bits"),
+    ],
+)
+def test_psid_wire_is_unambiguous(extra: list[str], needle: str) -> None:
+    r = calc(*EX5, *extra)
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_psid_wire_needs_a_psid_length() -> None:
+    r = calc("--rule-ipv6", "2001:db8::/40", "--rule-ipv4", "192.0.2.0/24", "--ea-len", "16",
+             "--prefix", "2001:db8:12:3400::/56", "--psid-wire", "0x3400")
+    assert r.returncode == 2 and "--psid-wire needs --psid-len" in r.stderr
+
+
+def test_no_usable_port_is_refused() -> None:
+    """a = 0, k = 16, PSID 0: the set is {0}, and port 0 is never used — exit 2, not 0 ports and exit 0."""
+    args = ["--rule-ipv6", "2001:db8::/40", "--rule-ipv4", "192.0.2.0/24", "--ea-len", "8", "--offset", "0",
+            "--psid-len", "16", "--prefix", "2001:db8:12::/48"]
+    r = calc(*args, "--psid", "0")
+    assert r.returncode == 2 and "--psid: " in r.stderr and "no usable port" in r.stderr, r.stderr
+    ok = calc(*args, "--psid", "1")
+    assert ok.returncode == 0 and "1 range of 1 port = 1 usable: 1" in ok.stdout
+
+
+def test_text_grammar() -> None:
+    r = calc("--rule-ipv6", "2001:db8::/40", "--rule-ipv4", "192.0.2.0/24", "--ea-len", "8", "--offset", "0",
+             "--psid-len", "6", "--psid", "0", "--prefix", "2001:db8:12::/48")
+    assert "1 range of 1024 ports = 1023 usable: 1-1023" in r.stdout, r.stdout
+    assert "63 ranges of 16 ports = 1008 usable" in calc("--scenario", "cosmote-like").stdout
+
+
+def test_a_typo_in_a_scenario_names_the_nearest_key(tmp_path: Path) -> None:
+    text = (TOP / "scenarios" / "cosmote-like.toml").read_text().replace("mtu = 1492", "mut = 1492")
+    (tmp_path / "mut.toml").write_text(text)
+    r = calc("--scenario", str(tmp_path / "mut.toml"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == f"mape.calc: --scenario {tmp_path / 'mut.toml'} [wan]: unknown key 'mut' " \
+                               "(did you mean 'mtu'?)"
+
+
+def test_rules_off_the_wire_with_one_ipv6_prefix_get_a_note() -> None:
+    """Two rules for 2001:db8::/40 in one option 94 (a scenario would be refused): the first wins, visibly."""
+    from ipaddress import IPv4Network, IPv6Address, IPv6Network
+
+    from mapelab.mape import Container, PortParams, Rule, encode_container
+    from mapelab.mape.codec import BorderRelay
+
+    rules = tuple(Rule(IPv6Network("2001:db8::/40"), IPv4Network(v4), 16, PortParams(6, 0, 0))
+                  for v4 in ("192.0.2.0/24", "198.51.100.0/24"))
+    raw = encode_container(Container(94, (*rules, BorderRelay(IPv6Address("2001:db8:ffff::1"))))).hex()
+    j = json.loads(calc("--option94", raw, "--prefix", "2001:db8:12:3400::/56", "--json").stdout)
+    assert j["ipv4"] == "192.0.2.18" and any("RFC 7597 leaves the tie open" in n for n in j["notes"])

@@ -47,8 +47,22 @@ def test_renderings() -> None:
     ps = PortSet(6, 8, 0x34)
     assert ps.pf() == "6/8/52"
     assert ps.nft_intervals()[:2] == ["1232-1235", "2256-2259"]
-    assert "63 ranges of 4 = 252 ports" in ps.describe()
+    assert "63 ranges of 4 ports = 252 usable" in ps.describe()
     assert list(ps)[:5] == [1232, 1233, 1234, 1235, 2256]
+
+
+@pytest.mark.parametrize(
+    ("a", "k", "psid", "text"),
+    [
+        (0, 6, 0, "1 range of 1024 ports = 1023 usable: 1-1023"),  # port 0 is never used
+        (0, 6, 1, "1 range of 1024 ports = 1024 usable: 1024-2047"),
+        (6, 10, 210, "63 ranges of 1 port = 63 usable: 1234, 2258, 3282, …, 64722"),
+        (0, 16, 5, "1 range of 1 port = 1 usable: 5"),
+        (0, 16, 0, "no usable port"),
+    ],
+)
+def test_describe_says_ranges_ports_and_usable_in_plain_grammar(a: int, k: int, psid: int, text: str) -> None:
+    assert text in PortSet(a, k, psid).describe()
 
 
 @pytest.mark.parametrize(
@@ -109,6 +123,18 @@ def test_longest_match_selects_bmr() -> None:
     assert p.rule is long_ and p.ipv4 == IPv4Address("198.51.100.52") and p.psid == 0x56
     p2 = derive([long_, short], IPv6Network("2001:db8:5555:5500::/56"))
     assert p2.rule is short
+
+
+def test_two_rules_with_one_ipv6_prefix_first_wins_and_says_so() -> None:
+    """RFC 7597 leaves the tie open; off the wire the model takes the container's first rule, in a note."""
+    first = rule("2001:db8::/40", "192.0.2.0/24", 16)
+    second = rule("2001:db8::/40", "198.51.100.0/24", 16)
+    p = derive([first, second], IPv6Network("2001:db8:12:3400::/56"))
+    assert p.rule is first and p.ipv4 == IPv4Address("192.0.2.18")
+    [note] = p.notes
+    assert "share the IPv6 prefix 2001:db8::/40" in note and "198.51.100.0/24" in note and "first" in note
+    assert derive([second, first], IPv6Network("2001:db8:12:3400::/56")).rule is second
+    assert derive([first, first], IPv6Network("2001:db8:12:3400::/56")).notes == ()  # a repeat is no tie
 
 
 def test_ipv4_prefix_when_ea_bits_are_few() -> None:

@@ -61,8 +61,8 @@ def test_clean_topic_passes_and_mail_is_ready(tree: Path, twin: Path, tmp_path: 
     s = _series(tmp_path, tree, twin, _good_edit(twin))
     run = _private_cache / "runs" / "e2e-1"
     run.mkdir(parents=True)
-    (run / "summary.json").write_text(json.dumps({"verdict": "pass", "os": "OpenBSD", "release": "7.6",
-                                                  "arch": "amd64", "scenario": "cosmote-like"}))
+    (run / "summary.json").write_text(json.dumps({"kind": "e2e", "verdict": "passed", "os": "OpenBSD",
+                                                  "release": "7.6", "arch": "amd64", "scenario": "cosmote-like"}))
     sub = submission.prepare(s, _texts(s), "pf-mape", tree=tree, record=submission.latest_run_record())
     assert sub.ok and sub.findings == [], sub.checks_text()
     head, _, rest = sub.mail.partition("\n\n")
@@ -118,10 +118,17 @@ def test_unknown_topic(tree: Path, twin: Path, tmp_path: Path) -> None:
         submission.prepare(s, _texts(s), "x")
 
 
-def test_run_record_ignores_failures(tmp_path: Path) -> None:
-    for name, verdict in (("a", "fail"), ("b", "pass")):
-        d = tmp_path / "runs" / name  # $MAPELAB_RUNS, as the testbed lays runs out
+def test_run_record_ignores_failures_and_other_kinds(tmp_path: Path) -> None:
+    for name, verdict in (("a", "failed"), ("b", "passed")):
+        d = tmp_path / "runs" / name  # $MAPELAB_RUNS, as the e2e suite lays runs out
         d.mkdir(parents=True)
-        (d / "summary.json").write_text(json.dumps({"verdict": verdict, "tested_on": f"run {name}"}))
+        (d / "summary.json").write_text(json.dumps({"kind": "e2e", "verdict": verdict, "tested_on": f"run {name}"}))
     assert submission.tested_on(submission.latest_run_record()) == "run b"
     assert submission.tested_on(None) is None
+    # newer, but not a passing e2e verdict: a testbed run's record, and "pass" (which no code writes)
+    for name, rec in (("c", {"kind": "testbed", "verdict": "passed", "tested_on": "run c"}),
+                      ("d", {"kind": "e2e", "verdict": "pass", "tested_on": "run d"})):
+        d = tmp_path / "runs" / name
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps(rec))
+    assert submission.tested_on(submission.latest_run_record()) == "run b"
