@@ -10,7 +10,7 @@ How it maps onto the driver interface:
 * **Image** — the newest sealed build layer of ``invoke build-vm`` (``--image KEY`` or
   ``release`` picks another); :meth:`OpenBsdCe.image_ready` says whether one exists and which
   command builds it.  The guest runs on a per-run overlay of it.
-* **Profile** — ``vm/openbsd/profiles/<name>.toml`` (:mod:`mapelab.openbsd.profiles`): ``static``
+* **Profile** — ``vm/openbsd/profiles/<name>.toml`` (:mod:`mapelab.ce.openbsd_profiles`): ``static``
   (stock dhcp6leased for the prefix; mapelab derives MAP-E from the scenario and applies what
   :mod:`mapelab.openbsd.ceconf` renders — proves the pf patch alone) or ``dhcp6leased`` (the
   patched daemon with ``request mape`` and the orchestrator the profile pins).  The profile
@@ -148,7 +148,7 @@ class OpenBsdCe(CeDriver):
         allow_unverified: bool = False,
     ) -> None:
         super().__init__()
-        from mapelab.openbsd import profiles
+        from mapelab.ce import openbsd_profiles as profiles
 
         self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="mapelab-obsd-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -271,7 +271,9 @@ class OpenBsdCe(CeDriver):
         if (self.wan, self.lan) != (p.wan_if, p.lan_if):
             raise CeError(f"the guest named its WAN NIC {self.wan} and its LAN NIC {self.lan}, but profile {p.name} "
                           f"is written for {p.wan_if}/{p.lan_if}; edit [interfaces] in {p.path}")
-        from mapelab.openbsd import ceconf, profiles
+        from mapelab.openbsd import ceconf
+
+        from . import openbsd_profiles as profiles
 
         lan = IPv4Network(slot.lan_prefix)
         files = profiles.render_files(p, None, (lan,), slot.wan_mtu) if p.orchestrator else {

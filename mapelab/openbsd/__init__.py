@@ -15,7 +15,6 @@ The pieces, each in a module named for what it does:
 - :mod:`.ceconf`      what an OpenBSD MAP-E CE configures (commands, pf anchor, files) -- pure
 - :mod:`.natports`    the source ports pf can hand out (the port set minus OpenBSD's reserved ports)
 - :mod:`.outputs`     parsers for ifconfig, netstat -rn, pfctl -sr/-ss/-si, dhcp6leasectl -l
-- :mod:`.profiles`    OpenBSD CE profiles (``vm/openbsd/profiles/*.toml``)
 
 Nothing here imports :mod:`mapelab.tasks`; the tasks call in, never the other way.
 """

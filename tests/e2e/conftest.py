@@ -4,7 +4,7 @@ Selection: ``--ce auto|linux|linux-vm|openbsd`` and ``--scenario NAME`` (repeata
 ``invoke test-e2e`` passes through.  Everything a run produces lands in ``runs/e2e-<time>/``
 (``runs/latest-e2e`` points at the newest):
 per test ``inet.pcap`` and ``wan-ce<N>.pcap`` and the ports seen, and at the end
-``summary.json``, ``summary.txt`` and ``ports-<ce>.png`` (see :mod:`mapelab.summary`).
+``summary.json``, ``summary.txt`` and ``ports-<ce>.png`` (see :mod:`mapelab.e2e.summary`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from mapelab import scenario as scenario_mod
 from mapelab.ce import driver as ce_driver
 from mapelab.ce.driver import CeDriver, CeParams, Unsupported
 from mapelab.e2e.select import DEFAULT_SCENARIOS, choose_backend
+from mapelab.e2e.summary import RunSummary, TestVerdict
 from mapelab.scenario import Scenario
-from mapelab.summary import RunSummary, TestVerdict
 
 SMALL_SET = 64  # exhaustion runs where the whole set can be exhausted in seconds
 

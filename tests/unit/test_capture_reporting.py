@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mapelab.summary import RunSummary
+from mapelab.e2e.summary import RunSummary
 from tests.e2e.conftest import start_captures, stop_captures
 
 

@@ -42,9 +42,9 @@ def test_library_does_not_import_tasks() -> None:
 LAYERS: dict[str, int] = {
     "mape": 0,
     "netio": 1, "files": 1, "runs": 1, "errors": 1,
-    "qemu": 2, "scenario": 2, "summary": 2,
-    "testbed": 3, "guests": 3, "openbsd": 3, "calc": 3,
-    "ce": 4,
+    "qemu": 2, "scenario": 2,
+    "testbed": 3, "guests": 3, "openbsd": 3,
+    "ce": 4, "calc": 4,
     "e2e": 5,
     "tasks": 6,
 }

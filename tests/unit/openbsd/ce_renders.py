@@ -16,7 +16,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 from mapelab import scenario
-from mapelab.openbsd import profiles
+from mapelab.ce import openbsd_profiles as profiles
 
 DATA = Path(__file__).resolve().parent / "data" / "ceconf"
 LAN = (IPv4Network("192.168.1.0/24"),)

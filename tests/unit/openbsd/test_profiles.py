@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mapelab.openbsd import profiles
+from mapelab.ce import openbsd_profiles as profiles
 
 
 def test_both_profiles_load_and_say_every_capability() -> None:

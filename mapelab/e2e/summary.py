@@ -72,7 +72,7 @@ class RunSummary:
 
     def gate(self) -> dict[str, Any]:
         """Each deployment-gate claim: passed, failed, unsupported or not run (mapelab.e2e.gate)."""
-        from mapelab.e2e.gate import evaluate
+        from .gate import evaluate
 
         return evaluate((c, t.outcome, t.reason) for t in self.tests for c in t.claims)
 
@@ -159,7 +159,7 @@ class RunSummary:
 
 def mapelab_commit() -> dict[str, Any]:
     """The commit of the mapelab checkout that ran (and whether it had uncommitted changes)."""
-    top = Path(__file__).resolve().parents[1]
+    top = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "-C", str(top), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10).stdout.strip()

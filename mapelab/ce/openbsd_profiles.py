@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mapelab.ce.driver import Capability
+from .driver import Capability
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "vm" / "openbsd" / "profiles"
 
@@ -256,7 +256,7 @@ def render_files(profile: Profile, params: Any, lan_networks: tuple[Any, ...], w
     profile: dhcp6leased.conf with ``request mape`` and the orchestrator's configuration; the
     orchestrator renders its own anchor (from the lease), so none is written here.
     """
-    from . import ceconf  # the renderer; kept local so loading profiles needs no MAP-E params
+    from mapelab.openbsd import ceconf  # the renderer; kept local so loading profiles needs no MAP-E params
 
     files = {"/etc/dhcp6leased.conf": ceconf.dhcp6leased_conf(
         profile.wan_if, [profile.lan_if], request_mape=profile.request_mape)}
