@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mapelab.errors import InputError
+
 from .driver import Capability
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "vm" / "openbsd" / "profiles"
@@ -46,7 +48,7 @@ _SCHEMA: dict[str, Any] = {
 _FILE_KEYS = {"path": str, "install": str, "mode": str, "sha256": str, "unverified": bool}
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile file that cannot be used: one line naming the file, the key and the fix."""
 
 
