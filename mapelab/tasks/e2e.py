@@ -56,7 +56,8 @@ def test_e2e(c, ce=None, scenario=None, k=None, args="", profile=None, image=Non
     openbsd_opts = {"profile": profile, "image": image, "release": release}
     if backend != "openbsd" and (any(openbsd_opts.values()) or allow_unverified):
         given = [f"--{k}" for k, v in openbsd_opts.items() if v] + (["--allow-unverified"] if allow_unverified else [])
-        raise BadInput(f"{', '.join(given)} are for the OpenBSD CE; add --ce openbsd (this run's CE is {backend})")
+        verb = "is" if len(given) == 1 else "are"
+        raise BadInput(f"{', '.join(given)} {verb} for the OpenBSD CE; add --ce openbsd (this run's CE is {backend})")
     if backend == "openbsd":
         from mapelab.ce import openbsd_profiles
 
