@@ -216,6 +216,7 @@ class OpenBsdCe(CeDriver):
             "backend": self.name, "profile": self.profile.name, "image": self.image.key, "base_image": b.get("base"),
             "release": b.get("release"), "arch": b.get("arch"), "series": b.get("series"),
             "patches": b.get("patches", []), "build_kern_version": kern,
+            "exercises_topics": list(self.profile.series_topics),
             "orchestrator": {"name": orch.name, "source": orch.source, "commit": orch.commit,
                              "files": {f.path: f.sha256 for f in orch.files}} if orch else "mapelab (static)",
         }

@@ -13,6 +13,7 @@ touched manual pages, and regress tests present when a grammar (pfctl's parse.y)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -60,15 +61,16 @@ def run_roots() -> list[Path]:
     return [runs_root(), cache_dir() / "runs", cache_dir() / "e2e"]
 
 
-def latest_run_record(roots: list[Path] | None = None) -> dict | None:
-    """The newest passing e2e run summary (``<run dir>/summary.json``), or None.
+NOT_TESTED = "Not yet tested on a booted kernel: no passing mapelab run of an OpenBSD built from these diffs."
 
-    Only e2e runs (:func:`mapelab.runs.run_kind`), only the verdict the e2e layer writes
-    (``"passed"``), and anything we cannot parse is skipped, so a half-written or foreign file, or a
-    testbed run, never ends up cited in a mail.  We read ``verdict`` and ``tested_on`` (or
-    ``os``/``release``/``arch``/``scenario``).
-    """
-    found: list[tuple[float, dict]] = []
+
+def patch_hashes(series: Series, texts: dict[str, str]) -> dict[str, str]:
+    """name → sha256 of each patch text of ``series``: what a run must have been built from to count."""
+    return {p.name: hashlib.sha256(texts[p.name].encode(*ENC)).hexdigest() for p in series.patches}
+
+
+def _run_records(roots: list[Path] | None) -> list[tuple[float, Path, dict]]:
+    out = []
     for base in roots if roots is not None else run_roots():
         for p in base.glob("*/summary.json"):
             if p.parent.is_symlink() or run_kind(p.parent) != "e2e":  # runs/latest-e2e: the same run again
@@ -77,22 +79,49 @@ def latest_run_record(roots: list[Path] | None = None) -> dict | None:
                 rec = json.loads(p.read_text())
             except (OSError, ValueError):
                 continue
-            if isinstance(rec, dict) and rec.get("verdict") == "passed":
-                found.append((p.stat().st_mtime, rec))
-    return max(found, key=lambda x: x[0])[1] if found else None
+            if isinstance(rec, dict):
+                out.append((p.stat().st_mtime, p.parent, rec))
+    return sorted(out, key=lambda x: x[0], reverse=True)
+
+
+def evidence_for(series: Series, texts: dict[str, str], topic: str, roots: list[Path] | None = None
+                 ) -> dict | None:
+    """The newest e2e run a tech@ mail for ``topic`` may cite as "Tested on", or None.
+
+    Only a run that (1) passed, (2) ran against the ``openbsd`` CE — a booted OpenBSD, never the
+    reference Linux CE —, (3) whose every CE was built from exactly these patches (each sha256 of
+    the series equal to the build's), and (4) whose CE profile exercises ``topic`` (a static-profile
+    run proves the pf patch, not dhcp6leased's options).  Anything unreadable is skipped.
+    """
+    want = patch_hashes(series, texts)
+    for _mtime, run_dir, rec in _run_records(roots):
+        if rec.get("verdict") != "passed" or rec.get("ce_backend") != "openbsd" or not rec.get("ces"):
+            continue
+        ces = [c.get("ce") or {} for c in rec["ces"].values()]
+        built = [{p.get("name"): p.get("sha256") for p in c.get("patches", [])} for c in ces]
+        if not all(b == want for b in built):
+            continue
+        if not all(topic in (c.get("exercises_topics") or []) for c in ces):
+            continue
+        return {**rec, "run_dir": str(run_dir)}
+    return None
 
 
 def tested_on(record: dict | None) -> str | None:
-    """One line for the mail, e.g. "OpenBSD 7.6 amd64 in QEMU, e2e against the cosmote-like scenario"."""
+    """The mail's "Tested on" sentence from a run :func:`evidence_for` chose (None: no such run)."""
     if not record:
         return None
-    if isinstance(record.get("tested_on"), str):
-        return record["tested_on"]
-    bits = [str(record[k]) for k in ("os", "release", "arch") if record.get(k)]
-    text = " ".join(bits) or "a mapelab e2e run"
-    if record.get("scenario"):
-        text += f", e2e against the {record['scenario']} scenario"
-    return text
+    ce = next(iter(record["ces"].values()))
+    desc, system = ce.get("ce") or {}, ce.get("system") or {}
+    kern = str(system.get("kern.version") or "").strip().splitlines()
+    counts = record.get("counts") or {}
+    tally = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    gate = (record.get("gate") or {}).get("verdict")
+    return (f"Tested on OpenBSD {desc.get('release')} {desc.get('arch')}, booted in QEMU with these diffs "
+            f"applied to its kernel and userland ({kern[0] if kern else 'kernel version not recorded'}): "
+            f"mapelab's MAP-E e2e suite against a simulated ISP, CE profile {desc.get('profile')}, scenarios "
+            f"{', '.join(record.get('scenarios') or [])}: {tally}"
+            + (f"; deployment gate {gate}" if gate else "") + ".")
 
 
 def wrap(text: str, width: int = 72) -> str:
@@ -127,11 +156,12 @@ def prepare(
     topic: str,
     *,
     tree: Path | None = None,
-    record: dict | None = None,
+    runs: list[Path] | None = None,
 ) -> Submission:
     """Build the mail and run the checks for one topic of ``series``.
 
-    ``texts`` maps patch name → patch text (already fetched and verified by the caller).
+    ``texts`` maps patch name → patch text (already fetched and verified by the caller); ``runs``
+    are the run roots searched for evidence (default: :func:`run_roots`).
     """
     if topic not in series.topics:
         raise SubmissionError(f"topic {topic!r} is not in {series.path}; topics: {', '.join(series.topics)}")
@@ -187,8 +217,7 @@ def prepare(
         findings += mandoc.lint_texts(pages_new)
 
     t = series.topics[topic]
-    tested = tested_on(record)
-    tested_line = f"Tested on {tested}." if tested else "Tested on: FILL IN (no passing e2e run record found)."
+    tested_line = tested_on(evidence_for(series, texts, topic, runs)) or NOT_TESTED
     mail = (
         f"To: {TO}\nSubject: {t.subject}\n\n{wrap(t.rationale)}\n\n{wrap(tested_line)}\n\nok?\n\n{diff}"
     )

@@ -254,10 +254,9 @@ def submission(c, release=None, series=None, topic=None, tree=None, src=None, gi
     texts = _texts("submission", s, allow_unverified)
     topics = [topic] if topic else s.ordered_topics
     dest = Path(out).expanduser() if out else cache_sub("submissions", s.name)
-    record = sub_mod.latest_run_record()
     results = []
     for t in topics:
-        sub = sub_mod.prepare(s, texts, t, tree=target, record=record)
+        sub = sub_mod.prepare(s, texts, t, tree=target)
         atomic_write(dest / f"{t}.mail", sub.mail.encode("utf-8", "surrogateescape"))
         atomic_write(dest / f"{t}.checks.txt", sub.checks_text() + "\n")
         results.append(sub)

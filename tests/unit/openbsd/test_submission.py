@@ -59,17 +59,14 @@ def _texts(s: series.Series) -> dict[str, str]:
 @pytest.mark.skipif(not mandoc.available(), reason="mandoc is not installed")
 def test_clean_topic_passes_and_mail_is_ready(tree: Path, twin: Path, tmp_path: Path, _private_cache: Path) -> None:
     s = _series(tmp_path, tree, twin, _good_edit(twin))
-    run = _private_cache / "runs" / "e2e-1"
-    run.mkdir(parents=True)
-    (run / "summary.json").write_text(json.dumps({"kind": "e2e", "verdict": "passed", "os": "OpenBSD",
-                                                  "release": "7.6", "arch": "amd64", "scenario": "cosmote-like"}))
-    sub = submission.prepare(s, _texts(s), "pf-mape", tree=tree, record=submission.latest_run_record())
+    _run(_private_cache / "runs", "e2e-1", _openbsd_run(submission.patch_hashes(s, _texts(s)), ["pf-mape"]))
+    sub = submission.prepare(s, _texts(s), "pf-mape", tree=tree, runs=[_private_cache / "runs"])
     assert sub.ok and sub.findings == [], sub.checks_text()
     head, _, rest = sub.mail.partition("\n\n")
     assert head == "To: tech@openbsd.org\nSubject: pf: map-e-portset pool option"
     prose = rest.split("\nIndex: ")[0]
     assert all(len(line) <= 72 for line in prose.splitlines())
-    assert "Tested on OpenBSD 7.6 amd64, e2e against the cosmote-like scenario." in sub.mail
+    assert "Tested on OpenBSD 7.9 amd64, booted in QEMU with these diffs applied" in " ".join(sub.mail.split())
     assert "\nok?\n\nIndex: regress/sbin/pfctl/pf116.in\n" in sub.mail
     assert "RCS file: /cvs/src/sys/net/pf_lb.c,v\nretrieving revision 1.76\ndiff -u -p -r1.76 pf_lb.c\n" in sub.diff
     assert "all checks passed" in sub.checks_text()
@@ -90,7 +87,7 @@ def test_seeded_errors_are_caught(tree: Path, twin: Path, tmp_path: Path) -> Non
     messages = " ".join(f.message for f in sub.findings)
     assert "space after 'if'" in messages and "C++ style" in messages and "return (x);" in messages
     assert "new sentence, new line" in messages
-    assert "Tested on: FILL IN" in sub.mail
+    assert "Not yet tested on a booted kernel" in sub.mail
 
 
 def test_does_not_apply_is_reported(tree: Path, twin: Path, tmp_path: Path) -> None:
@@ -118,17 +115,42 @@ def test_unknown_topic(tree: Path, twin: Path, tmp_path: Path) -> None:
         submission.prepare(s, _texts(s), "x")
 
 
-def test_run_record_ignores_failures_and_other_kinds(tmp_path: Path) -> None:
-    for name, verdict in (("a", "failed"), ("b", "passed")):
-        d = tmp_path / "runs" / name  # $MAPELAB_RUNS, as the e2e suite lays runs out
-        d.mkdir(parents=True)
-        (d / "summary.json").write_text(json.dumps({"kind": "e2e", "verdict": verdict, "tested_on": f"run {name}"}))
-    assert submission.tested_on(submission.latest_run_record()) == "run b"
-    assert submission.tested_on(None) is None
-    # newer, but not a passing e2e verdict: a testbed run's record, and "pass" (which no code writes)
-    for name, rec in (("c", {"kind": "testbed", "verdict": "passed", "tested_on": "run c"}),
-                      ("d", {"kind": "e2e", "verdict": "pass", "tested_on": "run d"})):
-        d = tmp_path / "runs" / name
-        d.mkdir()
-        (d / "summary.json").write_text(json.dumps(rec))
-    assert submission.tested_on(submission.latest_run_record()) == "run b"
+def _run(root: Path, name: str, rec: dict) -> None:
+    d = root / name  # as the e2e suite lays runs out under $MAPELAB_RUNS
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"kind": "e2e", **rec}))
+
+
+def _openbsd_run(hashes: dict[str, str], topics: list[str], verdict: str = "passed") -> dict:
+    ce = {"backend": "openbsd", "profile": "static", "release": "7.9", "arch": "amd64",
+          "patches": [{"name": n, "sha256": h} for n, h in hashes.items()], "exercises_topics": topics}
+    return {"verdict": verdict, "ce_backend": "openbsd", "scenarios": ["cosmote-like"],
+            "counts": {"passed": 40, "unsupported": 3}, "gate": {"verdict": "open"},
+            "ces": {"cosmote-like/ce1": {"ce": ce, "system": {"kern.version": "OpenBSD 7.9 (GENERIC.MP) #1: x\n"}}}}
+
+
+def test_a_mail_cites_only_a_booted_openbsd_run_of_the_same_patches(tree: Path, twin: Path, tmp_path: Path) -> None:
+    s = _series(tmp_path, tree, twin, _good_edit(twin))
+    texts = _texts(s)
+    runs = tmp_path / "runs"
+    hashes = submission.patch_hashes(s, texts)
+
+    def mail_line() -> str:
+        mail = submission.prepare(s, texts, "pf-mape", runs=[runs]).mail
+        return next(ln for ln in mail.splitlines() if ln.startswith(("Tested on", "Not yet tested")))
+
+    _run(runs, "a", {"verdict": "passed", "ce_backend": "linux", "ces": {"x": {"ce": {"backend": "linux"}}}})
+    assert mail_line().startswith("Not yet tested on a booted kernel")  # the reference CE is no evidence
+    _run(runs, "b", _openbsd_run({"pf": "0" * 64}, ["pf-mape"]))
+    assert mail_line().startswith("Not yet tested on a booted kernel")  # other patch bytes
+    _run(runs, "c", _openbsd_run(hashes, ["pf-mape"], verdict="failed"))
+    assert mail_line().startswith("Not yet tested on a booted kernel")  # a failed run
+    _run(runs, "d", _openbsd_run(hashes, ["dhcp6leased-mape"]))
+    assert mail_line().startswith("Not yet tested on a booted kernel")  # a profile not exercising the topic
+    _run(runs, "e", _openbsd_run(hashes, ["pf-mape"]))
+    line = mail_line()
+    assert line.startswith("Tested on OpenBSD 7.9 amd64, booted in QEMU with these diffs"), line
+    ev = submission.evidence_for(s, texts, "pf-mape", [runs])
+    assert ev is not None and ev["run_dir"].endswith("/e")
+    text = submission.tested_on(ev) or ""
+    assert "OpenBSD 7.9 (GENERIC.MP) #1" in text and "40 passed, 3 unsupported" in text and "gate open" in text
