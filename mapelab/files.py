@@ -61,3 +61,16 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def named_toml(name_or_path: str | Path, directory: Path) -> tuple[Path, list[str]]:
+    """A data file given by name (``cosmote-like`` → ``directory/cosmote-like.toml``) or by path,
+    and the names known in ``directory`` — for the caller's "no such …; known: …" message.
+
+    Scenarios, CE profiles and the like are all looked up this way: a bare word is a name in the
+    repository's data directory, anything with a ``.toml`` suffix or a directory part is a path.
+    """
+    p = Path(name_or_path)
+    if p.suffix != ".toml" and p.parent == Path("."):
+        p = directory / f"{p.name}.toml"
+    return p, sorted(x.stem for x in directory.glob("*.toml"))

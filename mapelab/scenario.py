@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import named_toml
 from .mape import Container, MapeError, MapeParams, PortParams, PortSet, Rule, derive
 from .mape.codec import BorderRelay
 
@@ -86,12 +87,9 @@ class Scenario:
 
 def resolve(name_or_path: str | Path) -> Path:
     """A scenario name (``cosmote-like``) or a path to a TOML file → an existing file."""
-    p = Path(name_or_path)
-    if p.suffix != ".toml" and p.parent == Path("."):
-        p = SCENARIO_DIR / f"{p.name}.toml"
+    p, known = named_toml(name_or_path, SCENARIO_DIR)
     if not p.is_file():
-        known = ", ".join(sorted(x.stem for x in SCENARIO_DIR.glob("*.toml")))
-        raise ScenarioError(f"{name_or_path}: no such scenario file ({p}); known scenarios: {known}")
+        raise ScenarioError(f"{name_or_path}: no such scenario file ({p}); known scenarios: {', '.join(known)}")
     return p
 
 

@@ -37,7 +37,7 @@ from mapelab.testbed.status import CeSlot
 
 from .driver import Capability, CeError, CeParams, CeState, Readiness, register
 from .reference import DAEMON_FILES, DaemonOptions, ReferenceCe, daemon_argv
-from .vmkeeper import VmKeeper
+from .vmkeeper import VmKeeper, require_vm_slot
 
 PKG = Path(__file__).resolve().parents[1]  # the mapelab package directory
 GUEST_TOP = "/opt/mapelab"  # PYTHONPATH in the guest
@@ -115,14 +115,7 @@ class LinuxVmCe(ReferenceCe):
                                 "invoke vm.build-linux builds it now)")
 
     def attach(self, slot: CeSlot) -> None:
-        if slot.kind != "vm" or not slot.wan_tap or not slot.lan_tap:
-            raise CeError(
-                f"backend linux-vm needs a VM slot (two TAPs), but slot {slot.index} is kind {slot.kind!r}; "
-                "bring the testbed up with vm_slots (invoke testbed.up --vm-slots 1,2) or use backend linux"
-            )
-        for tap in (slot.wan_tap, slot.lan_tap):
-            if not Path("/sys/class/net", tap).exists():
-                raise CeError(f"slot {slot.index}: TAP {tap} does not exist; is the testbed up?")
+        require_vm_slot(slot, "linux-vm")
         super().attach(slot)
 
     # -- the guest --------------------------------------------------------------------------------

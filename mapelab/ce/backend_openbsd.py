@@ -60,7 +60,7 @@ from .driver import (
     poll,
     register,
 )
-from .vmkeeper import VmKeeper
+from .vmkeeper import VmKeeper, require_vm_slot
 
 #: where the backend keeps its own files in the guest
 GUEST_DIR = "/var/mapelab"
@@ -222,12 +222,7 @@ class OpenBsdCe(CeDriver):
         }
 
     def attach(self, slot: CeSlot) -> None:
-        if slot.kind != "vm" or not slot.wan_tap or not slot.lan_tap:
-            raise CeError(f"backend openbsd needs a VM slot (two TAPs), but slot {slot.index} is kind {slot.kind!r}; "
-                          "bring the testbed up with vm_slots (invoke testbed.up --vm-slots 1,2)")
-        for tap in (slot.wan_tap, slot.lan_tap):
-            if not Path("/sys/class/net", tap).exists():
-                raise CeError(f"slot {slot.index}: TAP {tap} does not exist; is the testbed up?")
+        require_vm_slot(slot, "openbsd")
         super().attach(slot)
 
     # -- the guest ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mapelab.errors import InputError
+from mapelab.files import named_toml
 
 from .driver import Capability
 
@@ -172,12 +173,9 @@ def _orchestrator(t: dict[str, Any], where: str) -> Orchestrator:
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.suffix != ".toml" and p.parent == Path("."):
-        p = PROFILE_DIR / f"{p.name}.toml"
+    p, known = named_toml(name_or_path, PROFILE_DIR)
     if not p.is_file():
-        known = ", ".join(sorted(x.stem for x in PROFILE_DIR.glob("*.toml")))
-        raise ProfileError(f"OpenBSD CE profile {name_or_path}: no such file; known profiles: {known}")
+        raise ProfileError(f"OpenBSD CE profile {name_or_path}: no such file; known profiles: {', '.join(known)}")
     return p
 
 

@@ -30,6 +30,17 @@ from typing import Any
 
 from .driver import CeError
 
+
+def require_vm_slot(slot: Any, backend: str) -> None:
+    """A VM backend attaches to a slot with two TAPs that exist (QEMU opens them in the root namespace)."""
+    if slot.kind != "vm" or not slot.wan_tap or not slot.lan_tap:
+        raise CeError(f"backend {backend} needs a VM slot (two TAPs), but slot {slot.index} is kind {slot.kind!r}; "
+                      "bring the testbed up with vm_slots (invoke testbed.up --vm-slots 1,2) or use backend linux")
+    for tap in (slot.wan_tap, slot.lan_tap):
+        if not Path("/sys/class/net", tap).exists():
+            raise CeError(f"slot {slot.index}: TAP {tap} does not exist; is the testbed up?")
+
+
 #: boot(machine name, progress) → a context manager yielding a booted guest (mapelab.guests.base.Guest)
 BootFn = Callable[[str, Callable[[str], None]], AbstractContextManager[Any]]
 
