@@ -6,7 +6,8 @@ The rules (docs/architecture.md, "components drive rebuilds"):
 - ``sys/net/pfvar.h`` → first ``make includes`` (pfctl and friends include it from
   /usr/include), then rebuild every program built against it, because the pf ioctl ABI
   changed: an old pfctl against a new kernel fails or, worse, misreads rules.  The list of
-  those programs is data (``data/pfvar_consumers.toml``), checked against openbsd/src;
+  those programs is data (``data/pfvar_consumers.toml``), checked against openbsd/src,
+  together with the probe that shows each of them working against the patched kernel;
 - another installed kernel header (``sys/net``, ``sys/netinet*``, ``sys/sys``) → ``make includes``;
 - a program's directory (``sbin/X``, ``usr.sbin/X``, ``bin/X``, ``usr.bin/X``, ``libexec/X``)
   → ``make obj && make && make install`` there; some programs come in pairs sharing headers
@@ -22,6 +23,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .errors import ConsumerDataError
 from .series import Series
 from .unidiff import parse
 
@@ -75,10 +77,97 @@ class RebuildPlan:
         return "\n".join(lines)
 
 
-def abi_consumers(header: str = "sys/net/pfvar.h") -> list[dict[str, str]]:
-    """The verified consumers of an ABI header, from the data file."""
-    data = tomllib.loads((DATA / ABI_HEADERS[header]).read_text())
-    return list(data.get("consumer", []))
+# "sbin/pfctl/pfctl.c r1.397 (2025-05-26): what the file shows" -- the $OpenBSD$ revision read.
+_SOURCE = re.compile(r"^[\w.+-]+(?:/[\w.+-]+)+ r\d+(?:\.\d+)+ \(\d{4}-\d{2}-\d{2}\): \S")
+_IOCTL = re.compile(r"^DIOC[A-Z]+$")
+_ENTRY_KEYS = {
+    "consumer": ({"dir", "evidence", "why"}, {"probe", "ok", "ioctls", "probe_unsupported", "probe_source"}),
+    "also_checked": ({"dir", "checked", "why"}, {"probe", "ok", "probe_unsupported", "probe_source"}),
+}
+
+
+@dataclass(frozen=True)
+class ConsumerProbe:
+    """How the gate checks one program against the patched kernel: a ksh script run as root on the CE
+    that exits 0 only when the program answered without an ioctl error, or the reason no such script
+    can be honest (``unsupported``).  ``consumer`` is False for programs started but not built against
+    the header (pflogd): their probe is a start check."""
+
+    dir: str
+    consumer: bool
+    why: str
+    command: str | None
+    ok: str | None
+    ioctls: tuple[str, ...]
+    unsupported: str | None
+    sources: tuple[str, ...]
+
+
+def load_consumer_data(path: Path) -> dict[str, list[dict]]:
+    """A consumer data file, checked against the rules its header comment states.
+
+    Checked on every load because build plans and the deployment gate both trust it: a probe without
+    a source, or with both a command and an "unsupported" reason, would let a check claim more than
+    anyone verified.
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConsumerDataError(f"{path}: not valid TOML ({e}); fix the file") from e
+    out: dict[str, list[dict]] = {}
+    for table, (required, optional) in _ENTRY_KEYS.items():
+        out[table] = list(data.get(table, []))
+        for entry in out[table]:
+            _check_entry(path, table, entry, required, optional)
+    return out
+
+
+def _check_entry(path: Path, table: str, e: dict, required: set[str], optional: set[str]) -> None:
+    where = f"{path}: [[{table}]] {e.get('dir', '?')}"
+
+    def bad(problem: str) -> ConsumerDataError:
+        return ConsumerDataError(f"{where}: {problem}")
+
+    if missing := sorted(k for k in required if not e.get(k)):
+        raise bad(f"missing {', '.join(missing)}")
+    if unknown := sorted(set(e) - required - optional):
+        raise bad(f"unknown key {', '.join(unknown)}")
+    if table == "consumer" and not e["evidence"].startswith(e["dir"] + "/"):
+        raise bad(f"evidence {e['evidence']} is not under {e['dir']}/")
+    if ("probe" in e) == ("probe_unsupported" in e):
+        raise bad("needs exactly one of probe and probe_unsupported")
+    sources = e.get("probe_source") or []
+    if not sources or not isinstance(sources, list):
+        raise bad("probe_source must list the files (path, revision, date) the probe relies on")
+    for s in sources + (list(e["checked"]) if table == "also_checked" else []):
+        if not isinstance(s, str) or not _SOURCE.match(s):
+            raise bad(f"source {s!r} must read 'path rREV (YYYY-MM-DD): what it shows'")
+    if "probe" in e:
+        if not str(e["probe"]).strip() or not str(e.get("ok", "")).strip():
+            raise bad("a probe needs its command and an ok text")
+        ioctls = e.get("ioctls", [])
+        if table == "consumer" and not ioctls:
+            raise bad("a consumer's probe must list the DIOC* ioctls it makes the program issue")
+        if not all(isinstance(i, str) and _IOCTL.match(i) for i in ioctls):
+            raise bad(f"ioctls {ioctls} must be DIOC* request names")
+    elif not str(e["probe_unsupported"]).strip() or "ok" in e or "ioctls" in e:
+        raise bad("probe_unsupported takes a reason, and no ok or ioctls")
+
+
+def abi_consumers(header: str = "sys/net/pfvar.h") -> list[dict]:
+    """The verified consumers of an ABI header, from the (checked) data file."""
+    return load_consumer_data(DATA / ABI_HEADERS[header])["consumer"]
+
+
+def consumer_probes(header: str = "sys/net/pfvar.h") -> list[ConsumerProbe]:
+    """Every program the gate checks after an ABI change of ``header``: the consumers, then the
+    programs it also starts (``also_checked``), each with its probe or the reason it has none."""
+    data = load_consumer_data(DATA / ABI_HEADERS[header])
+    return [ConsumerProbe(dir=e["dir"], consumer=table == "consumer", why=e["why"],
+                          command=e["probe"].strip() if "probe" in e else None, ok=e.get("ok"),
+                          ioctls=tuple(e.get("ioctls", ())), unsupported=e.get("probe_unsupported"),
+                          sources=tuple(e["probe_source"]))
+            for table in _ENTRY_KEYS for e in data[table]]
 
 
 def scan_abi_consumers(tree: Path, header: str = "sys/net/pfvar.h") -> dict[str, list[str]]:

@@ -45,3 +45,7 @@ class PatchError(OpenBSDError):
 
 class SubmissionError(OpenBSDError):
     """A submission that cannot be prepared (no topic, no patch text)."""
+
+
+class ConsumerDataError(OpenBSDError):
+    """A list of ABI consumers (``data/*_consumers.toml``) that breaks its own rules."""
