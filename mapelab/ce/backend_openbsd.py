@@ -613,22 +613,23 @@ class OpenBsdCe(CeDriver):
         return evidence
 
     def verify_firewall_consumers(self) -> dict[str, Any]:
+        """Each pf consumer the rebuild touched (and the programs the gate starts anyway) runs its
+        probe from ``pfvar_consumers.toml``: positive evidence that it talked to the patched pf.
+        A program with no honest probe is reported with its reason (``ok`` None), never as passed."""
         from mapelab.openbsd import components
 
         self.require(Capability.OS_BUILD, "checking the firewall's consumers against the patched kernel")
         self._up("verify_firewall_consumers")
         rebuilt = {s["target"] for s in self.build.get("plan", {}).get("steps", []) if s.get("kind") == "program"}
         out: dict[str, Any] = {}
-        r = self._sh("pfctl -s all", check=False, timeout=60)
-        out["sbin/pfctl (pfctl -s all)"] = _probe_result(r, "exit 0 and no ioctl error")
-        for c in components.abi_consumers():
-            if c["dir"] not in rebuilt or c["dir"] == "sbin/pfctl":
+        for probe in components.consumer_probes():
+            if probe.consumer and probe.dir not in rebuilt:
+                continue  # not rebuilt by this series: not what the ABI change touched
+            if probe.command is None:
+                out[probe.dir] = {"ok": None, "unsupported": probe.unsupported, "sources": list(probe.sources)}
                 continue
-            if c.get("probe_unsupported") or not c.get("probe"):
-                out[c["dir"]] = {"ok": None, "unsupported": c.get("probe_unsupported") or "no probe is known"}
-                continue
-            r = self._sh(c["probe"], check=False, timeout=120)
-            out[c["dir"]] = _probe_result(r, c.get("ok", "exit 0"))
+            r = self._sh(probe.command, check=False, timeout=180)
+            out[probe.dir] = {**_probe_result(r, probe.ok or "exit 0"), "ioctls": list(probe.ioctls)}
         return out
 
     def verify_rollback(self) -> dict[str, Any]:

@@ -250,3 +250,14 @@ def test_test_e2e_without_an_image_fails_in_seconds_naming_build_vm(cache: Path)
     assert p.returncode == 2, p.stdout + p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "invoke build-vm" in lines[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def test_consumer_probes_run_for_what_the_series_rebuilt(cache: Path) -> None:
+    o = outputs()
+    o["pfctl -s all"] = "FILTER RULES:\nmatch on gif0 inet proto tcp all scrub (max-mss 1412)\nINFO:\nStatus: Enabled\n"
+    ce = driver(cache, out=o)
+    ev = ce.verify_firewall_consumers()
+    assert set(ev) == {"sbin/pfctl", "sbin/pflogd"}, ev  # the plan rebuilt pfctl only; pflogd is always started
+    assert ev["sbin/pfctl"]["status"] == 0 and ev["sbin/pfctl"]["ioctls"]
+    g = ce.keeper.guest
+    assert any("pfctl -s all" in c for c in g.commands)
